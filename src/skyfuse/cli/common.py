@@ -1,0 +1,90 @@
+"""Shared CLI helpers: consoles, one-line errors, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    ProgressColumn,
+    Task,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line on stderr and exit; the message names the file and the fix."""
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn `SkyfuseError` (and a few well-understood OS errors) into one line instead of a traceback."""
+    from skyfuse.errors import SkyfuseError
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SkyfuseError as exc:
+            fail(str(exc))
+        except FileNotFoundError as exc:
+            fail(f"{exc.filename}: not found; check the path")
+        except PermissionError as exc:
+            fail(f"{exc.filename}: permission denied; fix the permissions or choose another path")
+
+    return wrapper  # type: ignore[return-value]
+
+
+class RateColumn(ProgressColumn):
+    """Items per second."""
+
+    def render(self, task: Task) -> str:  # type: ignore[override]
+        speed = task.finished_speed or task.speed
+        return f"{speed:,.1f}/s" if speed else "-/s"
+
+
+class ExtraColumn(ProgressColumn):
+    """Free text set with ``progress.update(task, extra=...)`` (e.g. failure counts)."""
+
+    def render(self, task: Task) -> str:  # type: ignore[override]
+        return str(task.fields.get("extra", ""))
+
+
+def progress(transient: bool = False) -> Progress:
+    """The standard progress bar: done / total, rate, elapsed, ETA (on stderr, off when not a TTY)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        ExtraColumn(),
+        console=err_console,
+        transient=transient,
+        disable=not sys.stderr.isatty() and not _force_progress(),
+    )
+
+
+def _force_progress() -> bool:
+    import os
+
+    return os.environ.get("SKYFUSE_PROGRESS", "") == "1"

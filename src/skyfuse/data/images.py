@@ -1,0 +1,192 @@
+"""Robust image decoding to RGB.
+
+Why a module of its own: scene folders in the wild mix JPEG, PNG, WebP, BMP and TIFF, including 16-bit
+and multiband GeoTIFF-like files, and some files are corrupt or hostile (decompression bombs). Every
+reader in skyfuse goes through `load_image`, so the rules below hold everywhere.
+
+Conversion rule to 8-bit RGB (documented in docs/data.md):
+- EXIF orientation is applied.
+- 1 band: grey, replicated to R, G, B. 2 bands: the first is used as grey.
+- 3 bands: taken as R, G, B. 4 bands: R, G, B, NIR (or alpha), the 4th is dropped.
+- 5-12 bands: the first three are taken as R, G, B unless `bands` says otherwise.
+- 13 or more bands: Sentinel-2 order is assumed (B1..B12, B8A), true colour = bands 4, 3, 2.
+- Integer data wider than 8 bits and float data: each channel is stretched linearly between its
+  2nd and 98th percentiles to 0..255 (the usual display stretch in remote sensing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from skyfuse.errors import ImageDecodeError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
+)
+TIFF_EXTENSIONS: frozenset[str] = frozenset({".tif", ".tiff"})
+
+#: Default pixel-count limit (width x height). 16k x 16k is far above any scene-classification tile
+#: and far below what would exhaust memory; raise it per call for large orthophotos.
+DEFAULT_MAX_PIXELS = 16384 * 16384
+
+SENTINEL2_RGB = (3, 2, 1)
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a visible file with an image extension (content is not checked here)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def stretch_to_uint8(channel: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
+    """Linear percentile stretch of one channel to 0..255."""
+    values = channel.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros(channel.shape, dtype=np.uint8)
+    lo, hi = np.percentile(finite, [low, high])
+    if hi <= lo:
+        hi = lo + 1.0
+    out = (np.nan_to_num(values, nan=lo) - lo) / (hi - lo)
+    return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def array_to_rgb(arr: np.ndarray, bands: Sequence[int] | None = None) -> Image.Image:
+    """Convert an (H, W) or (H, W, C) array of any dtype to an 8-bit RGB image by the module rule."""
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise ValueError(f"expected a 2-D or 3-D pixel array, got shape {arr.shape}")
+    n = arr.shape[2]
+    if bands is not None:
+        if len(bands) != 3 or max(bands) >= n or min(bands) < 0:
+            raise ValueError(f"bands={tuple(bands)} does not fit an image with {n} bands")
+        chans = list(bands)
+    elif n <= 2:
+        chans = [0, 0, 0]
+    elif n >= 13:
+        chans = list(SENTINEL2_RGB)
+    else:
+        chans = [0, 1, 2]
+    rgb = arr[:, :, chans]
+    if rgb.dtype == np.uint8:
+        out = rgb
+    else:
+        out = np.stack([stretch_to_uint8(rgb[:, :, i]) for i in range(3)], axis=2)
+    return Image.fromarray(np.ascontiguousarray(out), mode="RGB")
+
+
+def _load_tiff_array(data: bytes, path: Path, max_pixels: int) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        shape = tuple(page.shape)  # type: ignore[union-attr]
+        if len(shape) >= 2:
+            # planar (C, H, W) or contiguous (H, W, C): the two largest axes are the raster
+            dims = sorted(shape, reverse=True)[:2]
+            if dims[0] * dims[1] > max_pixels:
+                raise ImageDecodeError(
+                    path, f"{dims[0]}x{dims[1]} pixels exceeds the limit of {max_pixels}"
+                    " (possible decompression bomb); raise max_pixels if the file is trusted",
+                )
+        arr = page.asarray()  # type: ignore[union-attr]
+        planar = getattr(page, "planarconfig", None)
+    if arr.ndim == 3 and (planar == 2 or (arr.shape[0] < arr.shape[2] and arr.shape[0] <= 16)):
+        arr = np.moveaxis(arr, 0, -1)
+    return np.asarray(arr)
+
+
+def decode_image(
+    data: bytes,
+    path: str | Path = "<bytes>",
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    bands: Sequence[int] | None = None,
+) -> Image.Image:
+    """Decode image bytes to an 8-bit RGB PIL image, or raise `ImageDecodeError` with the reason."""
+    path = Path(path)
+    if not data:
+        raise ImageDecodeError(path, "file is empty (0 bytes); delete it or replace it with the image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            old_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                img = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = old_limit
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageDecodeError(
+                    path,
+                    f"{w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb);"
+                    " raise max_pixels if the file is trusted",
+                )
+            img = ImageOps.exif_transpose(img) or img
+            simple = img.mode in {"RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr", "1"}
+            if simple and bands is None:
+                if img.mode in {"RGBA", "LA", "P"}:
+                    img = img.convert("RGBA").convert("RGB")
+                return img.convert("RGB")
+            if img.format == "TIFF" or path.suffix.lower() in TIFF_EXTENSIONS:
+                return array_to_rgb(_load_tiff_array(data, path, max_pixels), bands)
+            return array_to_rgb(np.asarray(img), bands)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        if path.suffix.lower() in TIFF_EXTENSIONS:
+            try:
+                return array_to_rgb(_load_tiff_array(data, path, max_pixels), bands)
+            except ImageDecodeError:
+                raise
+            except Exception:
+                pass
+        raise ImageDecodeError(
+            path, "not a readable image (wrong extension or corrupt); delete or re-export it"
+        ) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "truncated" in reason.lower() or "image file is truncated" in reason.lower():
+            reason = "truncated file; re-download or re-export it"
+        else:
+            reason = f"cannot decode ({reason}); re-export it or remove it"
+        raise ImageDecodeError(path, reason) from None
+
+
+def load_image(
+    path: str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    bands: Sequence[int] | None = None,
+) -> Image.Image:
+    """Read and decode one image file to 8-bit RGB; failures raise `ImageDecodeError`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise ImageDecodeError(path, "permission denied; fix the file's permissions") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(path, "is a folder, not an image") from None
+    except OSError as exc:
+        raise ImageDecodeError(path, f"cannot read ({exc.strerror or exc})") from None
+    return decode_image(data, path, max_pixels=max_pixels, bands=bands)
