@@ -132,7 +132,7 @@ def decode_image(
             old_limit = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None
             try:
-                img = Image.open(io.BytesIO(data))
+                img: Image.Image = Image.open(io.BytesIO(data))
             finally:
                 Image.MAX_IMAGE_PIXELS = old_limit
             w, h = img.size
