@@ -1,0 +1,162 @@
+"""Every fusion model: per-sample attention, padding invariance, all-padding safety, shapes, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skyfuse.errors import BadInputError
+from skyfuse.models import FusionConfig, FusionModel, create_model, list_models
+
+DI, DT, C = 12, 10, 4
+ALL = ["dual", "image", "text", "concat", "t2i", "i2t"]
+
+
+def _model(name: str, **kw: object) -> FusionModel:
+    opts: dict[str, object] = dict(
+        model=name, image_dim=DI, text_dim=DT, num_classes=C, width=16, heads=4, levels=2
+    )
+    opts.update(kw)
+    torch.manual_seed(0)
+    return create_model(FusionConfig(**opts))  # type: ignore[arg-type]
+
+
+def _batch(b: int = 5, n: int = 6, length: int = 7, seed: int = 1) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randn(b, n, DI, generator=g)
+    txt = torch.randn(b, length, DT, generator=g)
+    img_mask = torch.ones(b, n, dtype=torch.bool)
+    img_mask[0, -2:] = False
+    txt_lens = torch.randint(1, length + 1, (b,), generator=g)
+    txt_mask = torch.arange(length)[None, :] < txt_lens[:, None]
+    return img, img_mask, txt, txt_mask
+
+
+def test_all_models_registered() -> None:
+    assert sorted(ALL) == list_models()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_shapes_and_gradients(name: str) -> None:
+    model = _model(name)
+    img, im, txt, tm = _batch()
+    img.requires_grad_(True)
+    txt.requires_grad_(True)
+    out = model(img, im, txt, tm)
+    assert out.logits.shape == (5, C)
+    assert out.fused.shape == (5, model.fused_dim)
+    assert out.attention is None
+    out.logits.sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+    assert (img.grad is not None) == model.uses_image
+    assert (txt.grad is not None) == model.uses_text
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(img, im, txt, tm), model(img, im, txt, tm).fused)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_prediction_independent_of_batch(name: str) -> None:
+    model = _model(name).eval()
+    img, im, txt, tm = _batch(b=6)
+    with torch.no_grad():
+        together = model(img, im, txt, tm).logits
+        for i in range(6):
+            alone = model(img[i : i + 1], im[i : i + 1], txt[i : i + 1], tm[i : i + 1]).logits
+            torch.testing.assert_close(alone[0], together[i], rtol=1e-4, atol=1e-5)
+        # Reversing the batch permutes the outputs and changes nothing else.
+        flipped = model(img.flip(0), im.flip(0), txt.flip(0), tm.flip(0)).logits
+    torch.testing.assert_close(flipped.flip(0), together, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_padding_changes_nothing(name: str) -> None:
+    model = _model(name).eval()
+    img, im, txt, tm = _batch()
+    junk_img = torch.randn(5, 3, DI) * 50
+    junk_txt = torch.randn(5, 4, DT) * 50
+    pad_img = torch.cat([img, junk_img], 1)
+    pad_im = torch.cat([im, torch.zeros(5, 3, dtype=torch.bool)], 1)
+    pad_txt = torch.cat([txt, junk_txt], 1)
+    pad_tm = torch.cat([tm, torch.zeros(5, 4, dtype=torch.bool)], 1)
+    with torch.no_grad():
+        ref = model(img, im, txt, tm)
+        padded = model(pad_img, pad_im, pad_txt, pad_tm)
+    torch.testing.assert_close(padded.logits, ref.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(padded.fused, ref.fused, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_all_padding_rows_are_finite(name: str) -> None:
+    model = _model(name)
+    img, im, txt, tm = _batch()
+    im[1] = False
+    tm[2] = False
+    im[3] = False
+    tm[3] = False
+    out = model(img, im, txt, tm, return_attention=True)
+    assert torch.isfinite(out.logits).all()
+    out.logits.sum().backward()
+    for p in model.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("name", ["dual", "t2i", "i2t"])
+def test_attention_weights_sum_to_one_over_real_keys(name: str) -> None:
+    model = _model(name).eval()
+    img, im, txt, tm = _batch()
+    with torch.no_grad():
+        out = model(img, im, txt, tm, return_attention=True)
+        plain = model(img, im, txt, tm)
+    assert out.attention
+    torch.testing.assert_close(out.logits, plain.logits, rtol=1e-4, atol=1e-5)
+    expected = {"dual": 6, "t2i": 4, "i2t": 2}[name]
+    assert len(out.attention) == expected
+    for key, w in out.attention.items():
+        key_mask = im if key.endswith("t2i") else tm
+        assert w.shape[:2] == (5, 4) and w.shape[-1] == key_mask.shape[1]
+        real = key_mask[:, None, None, :].expand_as(w)
+        assert (w[~real] == 0).all(), key
+        torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)), rtol=1e-5, atol=1e-5)
+
+
+def test_shared_weights_and_levels() -> None:
+    shared = _model("dual", shared_weights=True, levels=3)
+    per_level = _model("dual", shared_weights=False, levels=3)
+    assert len(shared.blocks) == 1 and len(per_level.blocks) == 3  # type: ignore[arg-type]
+    assert per_level.num_parameters() > shared.num_parameters()
+
+
+def test_shortcut_widens_fused_vector() -> None:
+    assert _model("dual", shortcut=True).fused_dim == 4 * 16
+    assert _model("dual", shortcut=False).fused_dim == 2 * 16
+    assert _model("t2i", shortcut=True).fused_dim == 3 * 16
+
+
+def test_fp16_features_and_missing_masks() -> None:
+    model = _model("dual").eval()
+    img, _, txt, _ = _batch()
+    with torch.no_grad():
+        a = model(img.half(), None, txt.half(), None).logits
+        b = model(
+            img.half().float(), torch.ones(5, 6, dtype=torch.bool), txt.half().float(), None
+        ).logits
+    assert a.dtype == torch.float32
+    torch.testing.assert_close(a, b)
+
+
+def test_single_modality_models_accept_none() -> None:
+    img, im, txt, tm = _batch()
+    assert _model("image")(img, im, None, None).logits.shape == (5, C)
+    assert _model("text")(None, None, txt, tm).logits.shape == (5, C)
+    with pytest.raises(BadInputError, match="needs text tokens"):
+        _model("dual")(img, im, None, None)
+
+
+def test_wrong_feature_width_is_a_clear_error() -> None:
+    img, im, txt, tm = _batch()
+    with pytest.raises(BadInputError, match=r"expected \(B, N, 12\)"):
+        _model("dual")(img[..., :5], im, txt, tm)
+    with pytest.raises(BadInputError, match="mask"):
+        _model("dual")(img, im[:, :2], txt, tm)
