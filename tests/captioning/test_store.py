@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from skyfuse.captioning.store import CaptionStore, make_record, merge_stores, read_records
+from skyfuse.errors import BadInputError
+
+
+def rec(
+    path: str, sha: str, caption: str | None = "a caption", model: str = "m", **kw: object
+) -> dict:
+    return make_record(
+        rel=path,
+        sha256=sha,
+        caption=caption,
+        backend="test",
+        model=model,
+        prompt_id="ground",
+        prompt_hash="h",
+        params={},
+        is_vlm=True,
+        latency_s=0.1,
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+def test_append_resume_and_no_duplicates(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    with CaptionStore(out) as st:
+        st.append(rec("A/a.png", "1"))
+        st.append(rec("A/a.png", "1"))  # same work: ignored
+        st.append(rec("A/b.png", "2", caption=None, error="boom"))
+    with CaptionStore(out) as st:
+        assert st.is_done(("1", "m", "h"))
+        assert not st.is_done(("2", "m", "h"))  # failures are retried
+        st.append(rec("A/b.png", "2"))
+        assert st.is_done(("2", "m", "h"))
+    recs = read_records(out)
+    assert [r["status"] for r in recs] == ["ok", "error", "ok"]
+
+
+def test_torn_last_line_is_repaired(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    with CaptionStore(out) as st:
+        st.append(rec("A/a.png", "1"))
+    with open(out, "ab") as f:
+        f.write(b'{"path": "A/b.png", "sha2')
+    with CaptionStore(out) as st:
+        assert st.state.records == 1
+        st.append(rec("A/b.png", "2"))
+    assert len(read_records(out)) == 2
+    assert out.read_bytes().endswith(b"\n")
+    assert (tmp_path / "s.jsonl.torn").read_bytes().startswith(b'{"path": "A/b.png"')
+
+
+def test_corrupt_middle_line_names_the_line(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    out.write_text(
+        json.dumps(rec("A/a.png", "1")) + "\nnot json\n" + json.dumps(rec("A/b.png", "2")) + "\n"
+    )
+    with pytest.raises(BadInputError, match=r"s.jsonl:2"):
+        read_records(out)
+
+
+def test_second_writer_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    with CaptionStore(out), pytest.raises(BadInputError, match="another captioning run"):
+        CaptionStore(out).open()
+
+
+def test_merge_reports_conflicts_and_keeps_latest(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    with CaptionStore(a) as st:
+        st.append(rec("A/a.png", "1", caption="first"))
+        st.append(rec("A/c.png", "3", caption=None, error="timeout"))
+    with CaptionStore(b) as st:
+        st.append(rec("A/a.png", "1", caption="second"))
+        st.append(rec("A/b.png", "2"))
+        st.append(rec("A/c.png", "3", caption="done now"))
+    report = merge_stores([a, b], tmp_path / "m.jsonl")
+    merged = {r["path"]: r for r in read_records(tmp_path / "m.jsonl")}
+    assert set(merged) == {"A/a.png", "A/b.png", "A/c.png"}
+    assert merged["A/a.png"]["caption"] == "second"
+    assert merged["A/c.png"]["status"] == "ok"
+    assert len(report.conflicts) == 1 and report.conflicts[0].dropped == ["first"]
+    assert report.records_in == 5 and report.records_out == 3
