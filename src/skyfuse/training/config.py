@@ -1,0 +1,66 @@
+"""TrainConfig: the optimisation settings of one run, saved in ``metrics.json`` beside the results.
+
+Defaults are for frozen features on a CPU (the common case); ``finetune`` switches to the paper's
+end-to-end mode, where ``encoder_lr`` applies to the encoders and ``lr`` to the fusion network.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skyfuse.errors import ConfigError
+
+
+class TrainConfig(BaseModel):
+    """Optimiser, schedule, stopping and Lightning pass-through settings of a training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(40, ge=1, description="maximum epochs (the schedule's horizon)")
+    lr: float = Field(1e-3, gt=0, description="learning rate of the fusion network")
+    encoder_lr: float = Field(1e-5, gt=0, description="learning rate of the encoders (--finetune)")
+    weight_decay: float = Field(0.05, ge=0)
+    batch_size: int = Field(64, ge=1)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: int = Field(1, ge=0, description="linear warm-up epochs before the schedule")
+    step_size: int = Field(20, ge=1, description="epochs between x gamma decays (schedule=step)")
+    gamma: float = Field(0.1, gt=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip; None disables")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    patience: int = Field(10, ge=1, description="early-stopping patience in epochs (on val)")
+    monitor: Literal["val_loss", "val_acc"] = "val_loss"
+    refit: bool = Field(False, description="choose the epoch count on val, then refit on train+val")
+    seed: int = 0
+    finetune: bool = False
+    augment: bool = Field(True, description="flips and 90-degree rotations (--finetune only)")
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: str | None = Field(None, description="Lightning precision, e.g. bf16-mixed")
+    num_workers: int = Field(2, ge=0, description="image-loading workers (--finetune only)")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            parts = [
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+            ]
+            raise ConfigError(f"invalid training settings ({'; '.join(parts)})") from None
+
+    def lightning_devices(self) -> int | str | list[int]:
+        """``devices`` as Lightning expects it: "auto", a count, or a list of indices."""
+        value = self.devices.strip()
+        if value in ("auto", "-1"):
+            return value if value == "auto" else -1
+        if "," in value:
+            return [int(v) for v in value.split(",") if v.strip()]
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(
+                f"--devices {value!r}: give auto, a count or a list like 0,1"
+            ) from None

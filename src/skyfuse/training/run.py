@@ -1,0 +1,168 @@
+"""One training run from features to files: fit, test once, write metrics, report, plots and the bundle.
+
+Inputs are prepared separately (`prepare.py`: folder, split, captions, features) so that `skyfuse bench`
+extracts features once and calls `run_training` for every model and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from skyfuse.training.config import TrainConfig
+from skyfuse.training.data import FeatureLike, TensorSet
+from skyfuse.training.fit import EpochHook, train_features
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+
+
+def run_training(
+    features: FeatureLike,
+    split: Any,
+    *,
+    model: str,
+    cfg: TrainConfig,
+    out_dir: Path | None,
+    image_encoder: str,
+    text_encoder: str,
+    fusion: Mapping[str, Any] | None = None,
+    prompt_id: str | None = None,
+    dataset: str = "",
+    save_model: bool = True,
+    plots: bool = True,
+    resume: bool = True,
+    on_epoch: EpochHook | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on ``split.train`` (selection on ``split.val``), test once on ``split.test``.
+
+    With ``out_dir`` it writes ``metrics.json``, ``report.md``, ``confusion.png/json`` and ``model/``
+    (a safetensors bundle), plus Lightning checkpoints under ``checkpoints/`` for resume.
+    Returns the metrics dict (``test.oa``, ``test.aa``, ``test.kappa``, ...).
+    """
+    from skyfuse.models import FusionConfig, create_model
+    from skyfuse.training.evaluate import evaluate_model
+    from skyfuse.training.metrics import summary
+
+    t0 = time.perf_counter()
+    classes = list(split.classes)
+    train = TensorSet.from_features(features, split.train, classes)
+    val = TensorSet.from_features(features, split.val, classes) if split.val else None
+    test = TensorSet.from_features(features, split.test, classes)
+    fcfg = FusionConfig(
+        model=model,
+        image_dim=train.image_dim,
+        text_dim=train.text_dim,
+        num_classes=len(classes),
+        **dict(fusion or {}),
+    )
+    workdir = out_dir / "checkpoints" if (out_dir is not None and resume) else None
+    outcome = train_features(
+        lambda: create_model(fcfg), train, val, cfg, workdir=workdir, on_epoch=on_epoch
+    )
+    result: dict[str, Any] = {
+        "model": fcfg.model,
+        "dataset": dataset,
+        "protocol": getattr(split, "protocol", None),
+        "seed": cfg.seed,
+        "split": {
+            "seed": getattr(split, "seed", None),
+            "fingerprint": getattr(split, "fingerprint", None),
+            "train": len(split.train),
+            "val": len(split.val),
+            "test": len(split.test),
+        },
+        "encoders": {"image": image_encoder, "text": text_encoder, "prompt_id": prompt_id},
+        "fusion_config": fcfg.to_dict(),
+        "train_config": cfg.model_dump(mode="json"),
+        "training": outcome.summary(),
+    }
+    if val is not None and outcome.refit_epochs is None:
+        result["val"] = summary(evaluate_model(outcome.model, val, classes))
+    test_metrics = evaluate_model(outcome.model, test, classes)  # the only look at test
+    result["test"] = test_metrics
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    if out_dir is not None:
+        write_run(out_dir, result, outcome.model, fcfg, classes, save_model=save_model, plots=plots)
+    return result
+
+
+def write_run(
+    out_dir: Path,
+    result: dict[str, Any],
+    model: Any,
+    fcfg: Any,
+    classes: list[str],
+    *,
+    save_model: bool = True,
+    plots: bool = True,
+) -> None:
+    """Files of a finished run; the bundle first, metrics.json last (its presence means 'done')."""
+    from skyfuse.reports.confusion import plot_confusion, save_confusion_json
+    from skyfuse.reports.tables import write_atomic
+    from skyfuse.training.bundle import save_bundle
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    enc = result["encoders"]
+    if save_model:
+        save_bundle(
+            out_dir / "model",
+            model,
+            fcfg,
+            class_names=classes,
+            image_encoder=enc["image"],
+            text_encoder=enc["text"],
+            prompt_id=enc.get("prompt_id"),
+            extra={
+                "protocol": result.get("protocol"),
+                "seed": result.get("seed"),
+                "dataset": result.get("dataset"),
+                "test_oa": result["test"]["oa"],
+                "train_config": result["train_config"],
+            },
+        )
+    cm = result["test"]["confusion"]
+    save_confusion_json(cm, classes, out_dir / "confusion.json")
+    if plots:
+        title = f"{result['model']} — test OA {100 * result['test']['oa']:.1f} %"
+        plot_confusion(cm, classes, out_dir / "confusion.png", title=title)
+    write_atomic(out_dir / REPORT_FILE, markdown_report(result))
+    write_atomic(out_dir / METRICS_FILE, json.dumps(result, indent=1) + "\n")
+
+
+def markdown_report(result: Mapping[str, Any]) -> str:
+    """A short human summary of a run: headline numbers, protocol, training and per-class scores."""
+    test = result["test"]
+    tr = result.get("training", {})
+    lines = [
+        f"# {result['model']} on {result.get('dataset') or 'dataset'}",
+        "",
+        f"- protocol: {result.get('protocol') or 'custom ratio'}, seed {result.get('seed')}; "
+        f"images train/val/test = {result['split']['train']}/{result['split']['val']}/{result['split']['test']}",
+        f"- encoders: image `{result['encoders']['image']}`, text `{result['encoders']['text']}`"
+        + (
+            f", prompt `{result['encoders']['prompt_id']}`"
+            if result["encoders"].get("prompt_id")
+            else ""
+        ),
+        f"- **test OA {100 * test['oa']:.2f} %, AA {100 * test['aa']:.2f} %, kappa {test['kappa']:.4f}** "
+        f"({test['n']} images, evaluated once)",
+        f"- training: best val epoch {tr.get('best_epoch', -1) + 1} of {tr.get('epochs_run')} run"
+        + (
+            f"; refit on train+val for {tr['refit_epochs']} epochs"
+            if tr.get("refit_epochs")
+            else ""
+        )
+        + f"; {tr.get('seconds', 0):.1f} s",
+    ]
+    if "val" in result:
+        lines.append(f"- val OA {100 * result['val']['oa']:.2f} % (selection split)")
+    lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for name, pc in test["per_class"].items():
+        lines.append(
+            f"| {name} | {100 * pc['precision']:.1f} | {100 * pc['recall']:.1f} | {100 * pc['f1']:.1f} | {pc['support']} |"
+        )
+    return "\n".join(lines) + "\n"
