@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from skyfuse.encoders.base import TokenBatch
-from skyfuse.encoders.common import EncoderModule, masked_mean
+from skyfuse.encoders.common import EncoderModule, masked_mean, quiet_transformers
 from skyfuse.encoders.hub import resolve_model_folder, weights_fingerprint
 from skyfuse.encoders.registry import TEXT_ENCODERS
 from skyfuse.errors import CheckpointError, ConfigError
@@ -29,7 +29,8 @@ DEFAULT_MAX_LENGTH = 128
 
 def _load(what: str, folder: Path, fn: Any) -> Any:
     try:
-        return fn()
+        with quiet_transformers():
+            return fn()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
