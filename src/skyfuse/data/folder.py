@@ -10,6 +10,7 @@ are reported per file (`skyfuse datasets check` decodes everything up front).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class ScanReport:
     empty_classes: list[str] = field(default_factory=list)
     nested_only_classes: list[str] = field(default_factory=list)
     loose_files: list[str] = field(default_factory=list)
+    metadata: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
 
     def warnings(self, root: Path) -> list[str]:
         out = []
@@ -48,14 +51,26 @@ class ScanReport:
                 f"{root / name}: holds only sub-folders; put the images directly in the class folder"
             )
         if self.non_images:
-            out.append(f"{len(self.non_images)} non-image file(s) ignored, e.g. {self.non_images[0]}")
+            out.append(
+                f"{len(self.non_images)} non-image file(s) ignored, e.g. {self.non_images[0]}"
+            )
         if self.hidden:
             out.append(f"{len(self.hidden)} hidden file(s) ignored")
+        if self.unreadable:
+            out.append(
+                f"{len(self.unreadable)} image name(s) that are not readable files skipped,"
+                f" e.g. {root / self.unreadable[0]}; replace or remove them"
+            )
         if self.loose_files:
             out.append(
                 f"{len(self.loose_files)} file(s) directly in {root} ignored (not in a class folder)"
             )
         return out
+
+
+def _readable_file(path: Path) -> bool:
+    """A regular file we may open (a folder named ``x.jpg`` or a broken link is not)."""
+    return path.is_file() and os.access(path, os.R_OK)
 
 
 def _visible_dirs(path: Path) -> list[Path]:
@@ -89,11 +104,15 @@ class SceneFolder:
 
     def _scan(self, fixed: list[str] | None) -> None:
         class_dirs = _visible_dirs(self.image_root)
-        for p in self.image_root.iterdir():
-            if p.is_file():
-                (self.report.hidden if p.name.startswith(".") else self.report.loose_files).append(
-                    p.name
-                )
+        for p in sorted(self.image_root.iterdir()):
+            if not p.is_file():
+                continue
+            if p.name.startswith("."):
+                self.report.hidden.append(p.name)
+            elif is_image_file(p):
+                self.report.loose_files.append(p.name)
+            else:  # README, SOURCE.md, SYNTHETIC.md, MANIFEST.sha256, classes.txt ...
+                self.report.metadata.append(p.name)
         if not class_dirs:
             raise BadInputError(
                 f"{self.image_root}: no class sub-folders; expected {self.image_root}/<class>/<image>"
@@ -106,6 +125,8 @@ class SceneFolder:
                 rel = f"{d.name}/{p.name}"
                 if p.name.startswith("."):
                     self.report.hidden.append(rel)
+                elif is_image_file(p) and not _readable_file(p):
+                    self.report.unreadable.append(rel)
                 elif p.is_dir():
                     has_subdirs = True
                 elif is_image_file(p):

@@ -105,7 +105,8 @@ def _load_tiff_array(data: bytes, path: Path, max_pixels: int) -> np.ndarray:
             dims = sorted(shape, reverse=True)[:2]
             if dims[0] * dims[1] > max_pixels:
                 raise ImageDecodeError(
-                    path, f"{dims[0]}x{dims[1]} pixels exceeds the limit of {max_pixels}"
+                    path,
+                    f"{dims[0]}x{dims[1]} pixels exceeds the limit of {max_pixels}"
                     " (possible decompression bomb); raise max_pixels if the file is trusted",
                 )
         arr = page.asarray()  # type: ignore[union-attr]
@@ -125,7 +126,9 @@ def decode_image(
     """Decode image bytes to an 8-bit RGB PIL image, or raise `ImageDecodeError` with the reason."""
     path = Path(path)
     if not data:
-        raise ImageDecodeError(path, "file is empty (0 bytes); delete it or replace it with the image")
+        raise ImageDecodeError(
+            path, "file is empty (0 bytes); delete it or replace it with the image"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -142,13 +145,14 @@ def decode_image(
                     f"{w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb);"
                     " raise max_pixels if the file is trusted",
                 )
+            source_format = img.format  # exif_transpose returns a copy without it
             img = ImageOps.exif_transpose(img) or img
             simple = img.mode in {"RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr", "1"}
             if simple and bands is None:
                 if img.mode in {"RGBA", "LA", "P"}:
                     img = img.convert("RGBA").convert("RGB")
                 return img.convert("RGB")
-            if img.format == "TIFF" or path.suffix.lower() in TIFF_EXTENSIONS:
+            if source_format == "TIFF" or path.suffix.lower() in TIFF_EXTENSIONS:
                 return array_to_rgb(_load_tiff_array(data, path, max_pixels), bands)
             return array_to_rgb(np.asarray(img), bands)
     except ImageDecodeError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -287,9 +288,14 @@ def _class_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+def _round_half_up(x: float) -> int:
+    """Round 2.5 to 3 (Python's round() gives 2), with a tolerance for float noise (0.1 * 700)."""
+    return math.floor(x + 0.5 + 1e-9)
+
+
 def _cut(n: int, ratio: float) -> int:
     """How many of ``n`` go to the first part: rounded, but both parts non-empty when n >= 2."""
-    k = round(ratio * n)
+    k = _round_half_up(ratio * n)
     if n >= 2:
         k = min(max(k, 1), n - 1)
     return k
@@ -331,7 +337,7 @@ def make_split(
         shuffled = [rels[i] for i in order]
         n_trainval = _cut(len(shuffled), ratio)
         trainval, test = shuffled[:n_trainval], shuffled[n_trainval:]
-        n_val = round(val * len(trainval))
+        n_val = _round_half_up(val * len(trainval))
         if val > 0 and n_val == 0 and len(trainval) >= 3:
             n_val = 1
         n_val = min(n_val, max(len(trainval) - 1, 0))
