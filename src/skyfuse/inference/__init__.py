@@ -1,0 +1,20 @@
+"""Inference: a trained bundle as a `Predictor`, batch prediction to files with resume."""
+
+from __future__ import annotations
+
+from skyfuse.inference.batch import InputImage, PredictSummary, collect_inputs, predict_files
+from skyfuse.inference.predictor import Explanation, LabelProb, Prediction, Predictor
+from skyfuse.inference.records import PredictionWriter, read_predictions
+
+__all__ = [
+    "Explanation",
+    "InputImage",
+    "LabelProb",
+    "PredictSummary",
+    "Prediction",
+    "PredictionWriter",
+    "Predictor",
+    "collect_inputs",
+    "predict_files",
+    "read_predictions",
+]

@@ -1,0 +1,141 @@
+"""Batch prediction over files and folders: decode, caption, classify, append, resume.
+
+Why separate from the CLI: the loop (skip done paths, skip and report corrupt files, flush per batch) is
+the part worth testing, and a notebook or a pipeline calls it without Typer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from skyfuse.data.images import is_image_file, load_image
+from skyfuse.errors import BadInputError, ImageDecodeError
+from skyfuse.inference.predictor import Prediction
+from skyfuse.inference.records import PredictionWriter
+
+
+class SupportsPredict(Protocol):
+    """What the batch loop needs: `Predictor` and the zero-shot adapter both fit."""
+
+    def predict(
+        self, images: Sequence[Image.Image], captions: Sequence[str] | None = None, top_k: int = 5
+    ) -> list[Prediction]: ...
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One image to predict: `key` is what the record's `path` says (relative to a given folder)."""
+
+    key: str
+    path: Path
+
+
+@dataclass
+class PredictSummary:
+    """What a run did; `failed` holds (key, reason) for files that were skipped."""
+
+    total: int = 0
+    already_done: int = 0
+    predicted: int = 0
+    captioned: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def collect_inputs(paths: Iterable[str | Path]) -> list[InputImage]:
+    """Image files from files and folders (folders recursively, sorted; hidden files skipped).
+
+    A folder's images are keyed by their path relative to that folder (the caption-store key);
+    single files by the path as given.
+    """
+    out: list[InputImage] = []
+    seen: set[str] = set()
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise BadInputError(f"{p}: not found; give image files or a folder of images")
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and is_image_file(f)
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+            items = [InputImage(f.relative_to(p).as_posix(), f) for f in found]
+            if not items:
+                raise BadInputError(
+                    f"{p}: no image files (.jpg .png .tif .webp .bmp) in this folder"
+                )
+        else:
+            items = [InputImage(str(raw), p)]
+        for item in items:
+            if item.key not in seen:
+                seen.add(item.key)
+                out.append(item)
+    return out
+
+
+def lookup_caption(captions: Mapping[str, str], item: InputImage) -> str | None:
+    """The caption for an input: by relative key, then by path as given, then by file name."""
+    for key in (item.key, str(item.path), item.path.name):
+        if key in captions:
+            return captions[key]
+    return None
+
+
+def predict_files(
+    predictor: SupportsPredict,
+    items: Sequence[InputImage],
+    writer: PredictionWriter,
+    *,
+    captions: Mapping[str, str] | None = None,
+    top_k: int = 5,
+    batch_size: int = 16,
+    max_pixels: int | None = None,
+    on_progress: Callable[[int, PredictSummary], None] | None = None,
+) -> PredictSummary:
+    """Predict every item not yet in `writer`; corrupt files are skipped and listed in the summary.
+
+    Images without a caption in `captions` (or all, when `captions` is None) are captioned by the
+    predictor's captioner. `on_progress(n, summary)` is called after each batch with the items done.
+    """
+    summary = PredictSummary(total=len(items))
+    todo = [it for it in items if it.key not in writer.done]
+    summary.already_done = len(items) - len(todo)
+    step = max(1, int(batch_size))
+    kw: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
+    for start in range(0, len(todo), step):
+        chunk = todo[start : start + step]
+        ok: list[InputImage] = []
+        images: list[Image.Image] = []
+        for it in chunk:
+            try:
+                images.append(load_image(it.path, **kw))
+                ok.append(it)
+            except ImageDecodeError as exc:
+                summary.failed.append((it.key, exc.reason))
+        if images:
+            caps: list[str | None] = [
+                lookup_caption(captions, it) if captions is not None else None for it in ok
+            ]
+            missing = [i for i, c in enumerate(caps) if c is None]
+            if missing:
+                made = predictor.caption([images[i] for i in missing])
+                for i, c in zip(missing, made, strict=True):
+                    caps[i] = c
+                summary.captioned += len(missing)
+            preds = predictor.predict(images, [c or "" for c in caps], top_k)
+            for it, pred in zip(ok, preds, strict=True):
+                writer.write(it.key, pred)
+            writer.flush()
+            summary.predicted += len(ok)
+        if on_progress is not None:
+            on_progress(len(chunk), summary)
+    return summary

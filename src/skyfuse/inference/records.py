@@ -1,0 +1,166 @@
+"""Prediction files: append-only JSONL or CSV that a killed run resumes without duplicates.
+
+Why append-only: a prediction run over a large folder can be stopped at any time; records are flushed
+per batch, the paths already written are skipped on the next run, and a torn last JSONL line (a kill
+mid-write) is cut off on open instead of poisoning the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from skyfuse.errors import BadInputError
+from skyfuse.inference.predictor import Prediction
+
+FORMATS = ("jsonl", "csv")
+
+
+def format_for(path: Path) -> str:
+    """Output format from the file suffix (.jsonl / .json lines, or .csv)."""
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson"}:
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    raise BadInputError(
+        f"{path}: unknown output format {suffix or '(none)'}; name it .jsonl or .csv"
+    )
+
+
+def csv_header(top_k: int) -> list[str]:
+    cols = ["path", "caption"]
+    for i in range(1, top_k + 1):
+        cols += [f"label_{i}", f"prob_{i}"]
+    return cols
+
+
+def _repair_jsonl(path: Path) -> set[str]:
+    """Paths already in a JSONL file; a torn (unparsable, unterminated) last line is truncated."""
+    done: set[str] = set()
+    data = path.read_bytes()
+    good_end = 0
+    pos = 0
+    for line in data.splitlines(keepends=True):
+        pos += len(line)
+        text = line.strip()
+        if not text:
+            good_end = pos
+            continue
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError:
+            if pos == len(data) and not line.endswith(b"\n"):
+                break  # torn tail from a kill: cut it
+            lineno = data[:pos].count(b"\n")
+            raise BadInputError(
+                f"{path}: line {lineno} is not JSON; fix or delete the file"
+            ) from None
+        if not line.endswith(b"\n"):
+            # complete record without its newline: keep it, add the newline
+            with open(path, "ab") as f:
+                f.write(b"\n")
+        if isinstance(rec, dict) and "path" in rec:
+            done.add(str(rec["path"]))
+        good_end = pos
+    if good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return done
+
+
+def _read_csv(path: Path, top_k: int) -> set[str]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return set()
+        if header != csv_header(top_k):
+            k = (len(header) - 2) // 2
+            raise BadInputError(
+                f"{path}: written with --top-k {k}; resume with --top-k {k} or choose another --out"
+            )
+        return {row[0] for row in reader if row}
+
+
+class PredictionWriter:
+    """Appends prediction records; `done` holds the paths already present (for resume)."""
+
+    def __init__(self, path: str | Path, *, top_k: int, extra_fields: Sequence[str] = ()) -> None:
+        self.path = Path(path)
+        self.format = format_for(self.path)
+        self.top_k = top_k
+        self.extra_fields = tuple(extra_fields)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if not exists:
+            self.done: set[str] = set()
+        elif self.format == "jsonl":
+            self.done = _repair_jsonl(self.path)
+        else:
+            self.done = _read_csv(self.path, top_k)
+        self._fh: TextIO = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+        self._csv = csv.writer(self._fh) if self.format == "csv" else None
+        if self._csv is not None and not exists:
+            self._csv.writerow(csv_header(top_k))
+
+    def write(self, path: str, prediction: Prediction, **extra: Any) -> None:
+        """Append one record (not yet flushed; call `flush` after a batch)."""
+        if self._csv is not None:
+            row: list[Any] = [path, prediction.caption]
+            for i in range(self.top_k):
+                if i < len(prediction.top_k):
+                    t = prediction.top_k[i]
+                    row += [t.label, f"{t.prob:.6f}"]
+                else:
+                    row += ["", ""]
+            self._csv.writerow(row)
+        else:
+            rec = {"path": path, **prediction.to_dict(), **extra}
+            self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self.done.add(path)
+
+    def flush(self) -> None:
+        """Flush and fsync, so a kill loses at most the batch in flight."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.flush()
+            self._fh.close()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSONL or CSV prediction file, as dicts with `path`, `top_k`, `caption`."""
+    path = Path(path)
+    if format_for(path) == "jsonl":
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            top = []
+            i = 1
+            while f"label_{i}" in row:
+                if row[f"label_{i}"]:
+                    top.append({"label": row[f"label_{i}"], "prob": float(row[f"prob_{i}"])})
+                i += 1
+            out.append({"path": row["path"], "caption": row["caption"], "top_k": top})
+    return out

@@ -1,0 +1,186 @@
+"""Attention pictures: where the caption's words look on the image, and which words the regions read.
+
+Why: the dual model's claim to interpretability rests on its two attention directions. Text-to-image
+weights (words x regions) become a heat map over the image grid; image-to-text weights (regions x
+words) become a weight per word. Maps are averaged over heads and fusion levels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+#: Tokenizer bookkeeping tokens, never shown as "the words the image attends to".
+SPECIAL_TOKENS = frozenset(
+    {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>", "<|startoftext|>", "<|endoftext|>"}
+)
+
+
+def infer_grid(n_tokens: int) -> tuple[int, int, int] | None:
+    """(rows, cols, offset) of a square token grid: n = side², or 1 + side² with a leading CLS token."""
+    for offset in (0, 1):
+        side = math.isqrt(max(0, n_tokens - offset))
+        if side > 0 and side * side == n_tokens - offset:
+            return side, side, offset
+    return None
+
+
+def _maps(explanation: Any, kind: str) -> list[np.ndarray]:
+    maps: dict[str, np.ndarray] = getattr(explanation, "maps", {}) or {}
+    return [
+        np.asarray(m, dtype=np.float64)
+        for k, m in sorted(maps.items())
+        if k.rsplit(".", 1)[-1] == kind
+    ]
+
+
+def region_heatmap(explanation: Any, word: int | None = None) -> np.ndarray | None:
+    """(rows, cols) map in 0..1 of text-to-image attention: all real words (mean) or one word index.
+
+    None when the model has no text-to-image attention or its image tokens are not a square grid.
+    """
+    maps = _maps(explanation, "t2i")
+    if not maps:
+        return None
+    att = np.mean(np.stack(maps), axis=0)  # (L, N)
+    grid = infer_grid(att.shape[1])
+    if grid is None or att.shape[0] == 0:
+        return None
+    rows, cols, offset = grid
+    vec = att[word] if word is not None else att.mean(axis=0)
+    heat = vec[offset:].reshape(rows, cols)
+    lo, hi = float(heat.min()), float(heat.max())
+    return (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+
+
+def word_weights(explanation: Any) -> list[tuple[str, float]] | None:
+    """(word, weight) per caption token: image-to-text attention averaged over regions (sums to 1)."""
+    maps = _maps(explanation, "i2t")
+    if not maps:
+        return None
+    att = np.mean(np.stack(maps), axis=0)  # (N, L)
+    if att.shape[0] == 0:
+        return None
+    weights = att.mean(axis=0)
+    words = list(getattr(explanation, "words", []) or [])
+    words = (words + [f"tok{i}" for i in range(len(words), len(weights))])[: len(weights)]
+    return [(w, float(x)) for w, x in zip(words, weights, strict=True)]
+
+
+def top_words(explanation: Any, k: int = 3) -> list[int]:
+    """Indices of the k caption tokens (not special tokens) whose text-to-image attention is most
+    concentrated, i.e. the words that look at one place rather than everywhere."""
+    maps = _maps(explanation, "t2i")
+    if not maps:
+        return []
+    att = np.mean(np.stack(maps), axis=0)
+    words = list(getattr(explanation, "words", []) or [])
+    scores = att.max(axis=1) - att.mean(axis=1)
+    order = [int(i) for i in np.argsort(-scores)]
+    keep = [i for i in order if i >= len(words) or words[i] not in SPECIAL_TOKENS]
+    return keep[:k]
+
+
+def _colormap(heat: np.ndarray, name: str) -> np.ndarray:
+    from matplotlib import colormaps
+
+    return np.asarray(colormaps[name](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0, dtype=np.uint8)
+
+
+def overlay(
+    image: Image.Image, heat: np.ndarray, *, alpha: float = 0.5, cmap: str = "inferno"
+) -> Image.Image:
+    """Blend a 0..1 heat map (any grid size, upsampled smoothly) over the image."""
+    base = image.convert("RGB")
+    small = Image.fromarray(np.asarray(np.clip(heat, 0, 1) * 255.0, dtype=np.uint8), mode="L")
+    up = np.asarray(small.resize(base.size, Image.Resampling.BICUBIC), dtype=np.float64) / 255.0
+    colour = Image.fromarray(_colormap(up, cmap), mode="RGB")
+    return Image.blend(base, colour, alpha)
+
+
+def plot_explanation(
+    image: Image.Image,
+    explanation: Any,
+    out_png: Path,
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    n_words: int = 3,
+) -> Path | None:
+    """One figure: the image, the mean text-to-image overlay, overlays of the most focused words, and
+    the words ranked by the attention image regions pay them. None when there is no attention."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heat = region_heatmap(explanation)
+    weights = word_weights(explanation)
+    if heat is None and weights is None:
+        return None
+    words = list(getattr(explanation, "words", []) or [])
+    picks = top_words(explanation, n_words) if heat is not None else []
+    n_img = 1 + (1 if heat is not None else 0) + len(picks)
+    fig = plt.figure(figsize=(3.2 * n_img, 6.6 if weights else 3.8), dpi=100)
+    rows = 2 if weights else 1
+    panels: list[tuple[str, Image.Image]] = [("image", image.convert("RGB"))]
+    if heat is not None:
+        panels.append(("all words -> regions", overlay(image, heat)))
+        for i in picks:
+            h = region_heatmap(explanation, word=i)
+            label = words[i] if i < len(words) else f"tok{i}"
+            if h is not None:
+                panels.append((f"'{label}' -> regions", overlay(image, h)))
+    for j, (name, pic) in enumerate(panels):
+        ax = fig.add_subplot(rows, len(panels), j + 1)
+        ax.imshow(pic)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if weights:
+        ax = fig.add_subplot(rows, 1, 2)
+        shown = [(w, x) for w, x in weights if w not in SPECIAL_TOKENS] or weights
+        shown = shown[:40]
+        ax.bar(range(len(shown)), [x for _, x in shown], color="#2f6fdf")
+        ax.set_xticks(range(len(shown)))
+        ax.set_xticklabels([w for w, _ in shown], rotation=70, fontsize=8)
+        ax.set_ylabel("attention from regions")
+        ax.set_title("which words the image regions attend to (image -> text)", fontsize=9)
+    if title or caption:
+        text = title or ""
+        if caption:
+            short = caption if len(caption) <= 140 else caption[:137] + "..."
+            text = f"{text}\n{short}" if text else short
+        fig.suptitle(text, fontsize=9)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def save_overlays(
+    image: Image.Image, explanation: Any, out_dir: Path, stem: str, words: Sequence[int] = ()
+) -> list[Path]:
+    """Plain overlay PNGs at image resolution (mean over words, then each chosen word)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    heat = region_heatmap(explanation)
+    if heat is None:
+        return paths
+    p = out_dir / f"{stem}.overlay.png"
+    overlay(image, heat).save(p)
+    paths.append(p)
+    for i in words:
+        h = region_heatmap(explanation, word=i)
+        if h is not None:
+            p = out_dir / f"{stem}.word{i}.png"
+            overlay(image, h).save(p)
+            paths.append(p)
+    return paths

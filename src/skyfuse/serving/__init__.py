@@ -1,0 +1,8 @@
+"""HTTP service: FastAPI app over a `Predictor`, its limits, and the web page at `/`."""
+
+from __future__ import annotations
+
+from skyfuse.serving.app import create_app
+from skyfuse.serving.limits import ServeLimits
+
+__all__ = ["ServeLimits", "create_app"]

@@ -1,0 +1,199 @@
+"""The HTTP service: FastAPI over a `Predictor`, with a small web page at `/`.
+
+Routes: POST /predict (multipart `image`, optional `caption`, `top_k`, `explain`), GET /health,
+GET /classes, GET / (the page), and FastAPI's /docs + /openapi.json. Every failure is a JSON
+``{"detail": ...}`` with a status that says whose fault it was; no request can take the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
+
+from skyfuse.data.images import decode_image
+from skyfuse.errors import ImageDecodeError, SkyfuseError
+from skyfuse.serving.limits import (
+    BodySizeLimit,
+    GateError,
+    ModelGate,
+    ServeLimits,
+    sniff_image_type,
+)
+
+log = logging.getLogger("skyfuse.serving")
+
+
+class ServablePredictor(Protocol):
+    """What the service needs from a predictor (`skyfuse.inference.Predictor` fits)."""
+
+    class_names: list[str]
+
+    def predict(
+        self,
+        images: list[Image.Image],
+        captions: list[str] | None = None,
+        top_k: int = 5,
+        *,
+        explain: bool = False,
+    ) -> list[Any]: ...
+
+
+@dataclass
+class _Outcome:
+    top_k: list[dict[str, Any]]
+    caption: str
+    overlay: str | None
+    words: list[dict[str, Any]] | None
+
+
+def _decode(data: bytes, filename: str, limits: ServeLimits) -> Image.Image:
+    """Bytes -> RGB image, or a GateError with 415 / 413 / 422 and a one-line reason."""
+    kind = sniff_image_type(data)
+    if kind is None:
+        raise GateError(415, f"{filename}: not an image; send a JPEG, PNG, TIFF, WebP or BMP file")
+    try:
+        return decode_image(data, filename, max_pixels=limits.max_pixels)
+    except ImageDecodeError as exc:
+        if "exceeds the limit" in exc.reason:
+            raise GateError(
+                413,
+                f"{filename}: image has more pixels than the server's limit of {limits.max_pixels}",
+            ) from None
+        raise GateError(422, f"{filename}: {exc.reason}") from None
+
+
+def _overlay_data_url(image: Image.Image, explanation: Any) -> str | None:
+    from skyfuse.reports.attention import overlay, region_heatmap
+
+    heat = region_heatmap(explanation)
+    if heat is None:
+        return None
+    img = overlay(image, heat)
+    img.thumbnail((512, 512))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _word_weights(explanation: Any) -> list[dict[str, Any]] | None:
+    from skyfuse.reports.attention import word_weights
+
+    pairs = word_weights(explanation)
+    return None if pairs is None else [{"word": w, "weight": round(x, 5)} for w, x in pairs]
+
+
+def create_app(
+    predictor: ServablePredictor,
+    limits: ServeLimits | None = None,
+    *,
+    title: str = "skyfuse",
+    model_name: str = "",
+) -> FastAPI:
+    """Build the FastAPI application around a loaded predictor."""
+    limits = limits or ServeLimits()
+    app = FastAPI(
+        title=f"{title} scene classifier",
+        description="Remote sensing scene classification with captions fused by dual cross-attention.",
+        version=_version(),
+    )
+    app.state.predictor = predictor
+    app.state.limits = limits
+    gates: dict[int, ModelGate] = {}
+
+    def gate() -> ModelGate:
+        # one gate per event loop (test clients start their own loops)
+        loop_id = id(asyncio.get_running_loop())
+        if loop_id not in gates:
+            gates[loop_id] = ModelGate(limits.max_concurrency, limits.max_queue)
+        return gates[loop_id]
+
+    @app.exception_handler(GateError)
+    async def _gate_error(_: Request, exc: GateError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(SkyfuseError)
+    async def _skyfuse_error(_: Request, exc: SkyfuseError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed")
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); see the server log"},
+            status_code=500,
+        )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        html = resources.files("skyfuse.serving").joinpath("static/index.html").read_text("utf-8")
+        return HTMLResponse(html)
+
+    @app.get("/health", summary="Liveness and load")
+    async def health() -> dict[str, Any]:
+        g = gate()
+        return {
+            "status": "ok",
+            "model": model_name,
+            "classes": len(predictor.class_names),
+            "running": g.running,
+            "waiting": g.waiting,
+        }
+
+    @app.get("/classes", summary="The class names, in the model's order")
+    async def classes() -> dict[str, Any]:
+        return {"classes": list(predictor.class_names)}
+
+    @app.post("/predict", summary="Classify one image (caption optional: generated when absent)")
+    async def predict(
+        image: UploadFile = File(..., description="JPEG, PNG, TIFF, WebP or BMP image"),
+        caption: str | None = Form(None, description="caption to use instead of generating one"),
+        top_k: int = Form(5, ge=1, description="how many labels to return"),
+        explain: bool = Form(False, description="also return the attention overlay (PNG data URL)"),
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        if caption is not None and len(caption) > limits.max_caption_chars:
+            raise GateError(422, f"caption longer than {limits.max_caption_chars} characters")
+        k = min(top_k, limits.max_top_k)
+        data = await image.read()
+        name = image.filename or "upload"
+        given = caption.strip() if caption and caption.strip() else None
+
+        def work() -> _Outcome:
+            img = _decode(data, name, limits)
+            pred = predictor.predict([img], [given] if given else None, k, explain=explain)[0]
+            overlay = words = None
+            if explain and pred.explanation is not None:
+                overlay = _overlay_data_url(img, pred.explanation)
+                words = _word_weights(pred.explanation)
+            return _Outcome([t.to_dict() for t in pred.top_k], pred.caption, overlay, words)
+
+        out = await gate().run(work, limits.timeout_s)
+        result: dict[str, Any] = {
+            "top_k": out.top_k,
+            "caption": out.caption,
+            "caption_source": "given" if given else "generated",
+            "latency_ms": round((time.perf_counter() - t0) * 1000.0, 2),
+        }
+        if explain:
+            result["attention_overlay"] = out.overlay
+            result["attention_words"] = out.words
+        return result
+
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_upload_bytes)
+    return app
+
+
+def _version() -> str:
+    from skyfuse import __version__
+
+    return str(__version__)

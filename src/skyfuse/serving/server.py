@@ -1,0 +1,69 @@
+"""Running the app under uvicorn: in the foreground (the CLI) or in a background thread (tests,
+benchmarks, the browser test), always on loopback unless told otherwise."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def uvicorn_config(app: Any, host: str = LOOPBACK, port: int = 8000, **kw: Any) -> uvicorn.Config:
+    """One place for server settings: keep-alive, no access log spam, limits on connections."""
+    kw.setdefault("log_level", "warning")
+    kw.setdefault("access_log", False)
+    kw.setdefault("timeout_keep_alive", 5)
+    kw.setdefault("limit_concurrency", 256)
+    kw.setdefault("timeout_graceful_shutdown", 5)
+    return uvicorn.Config(app, host=host, port=port, **kw)
+
+
+class BackgroundServer:
+    """A uvicorn server in a daemon thread; `url` is set once it accepts connections."""
+
+    def __init__(self, app: Any, host: str = LOOPBACK, port: int | None = None, **kw: Any) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.server = uvicorn.Server(uvicorn_config(app, host, self.port, **kw))
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="skyfuse-serve")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server on {self.url} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skyfuse.errors import BadInputError, ConfigError
+from skyfuse.reports.attention import region_heatmap, word_weights
+from tests.inference.helpers import CLASSES, encoders, make_predictor, random_image
+
+
+@pytest.fixture(scope="module")
+def predictor(bundle_dir: Path):  # type: ignore[no-untyped-def]
+    return make_predictor(bundle_dir, batch_size=3)
+
+
+def test_top_k_sorted_and_labelled(predictor) -> None:  # type: ignore[no-untyped-def]
+    images = [random_image(seed=i) for i in range(4)]
+    preds = predictor.predict(images, ["a sandy shore by blue water"] * 4, top_k=3)
+    assert len(preds) == 4
+    for p in preds:
+        assert [t.label for t in p.top_k] == [t.label for t in p.top_k if t.label in CLASSES]
+        probs = [t.prob for t in p.top_k]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True)
+        assert 0.0 < sum(probs) <= 1.0 + 1e-6
+        assert p.caption == "a sandy shore by blue water"
+    # k larger than the class count is clipped; full distribution sums to one
+    full = predictor.predict(images[:1], ["x"], top_k=50)[0]
+    assert len(full.top_k) == len(CLASSES)
+    assert sum(t.prob for t in full.top_k) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_prediction_does_not_depend_on_batch(predictor) -> None:  # type: ignore[no-untyped-def]
+    images = [random_image(seed=10 + i) for i in range(5)]
+    caps = [f"caption number {i} with {'many ' * i}words" for i in range(5)]
+    alone = predictor.forward(images[2:3], caps[2:3])[0]
+    together = predictor.forward(images, caps)[0]
+    torch.testing.assert_close(alone[0], together[2], atol=1e-5, rtol=1e-4)
+
+
+def test_captions_generated_when_absent(predictor) -> None:  # type: ignore[no-untyped-def]
+    preds = predictor.predict([random_image(seed=3), random_image(seed=4)], None, top_k=2)
+    assert all(isinstance(p.caption, str) and len(p.caption.split()) >= 3 for p in preds)
+
+
+def test_explanation_shapes(predictor) -> None:  # type: ignore[no-untyped-def]
+    cap = "green trees around a small lake"
+    pred = predictor.predict([random_image(seed=5)], [cap], top_k=2, explain=True)[0]
+    ex = pred.explanation
+    assert ex is not None
+    assert ex.image_tokens == 49  # 7 x 7 EfficientNet grid at 224 px
+    assert ex.text_tokens == len(ex.words) and "trees" in ex.words
+    t2i = ex.maps["level0.t2i"]
+    assert t2i.shape == (ex.text_tokens, 49)
+    np.testing.assert_allclose(t2i.sum(axis=1), 1.0, atol=1e-4)
+    heat = region_heatmap(ex)
+    assert heat is not None and heat.shape == (7, 7) and heat.max() == pytest.approx(1.0)
+    ww = word_weights(ex)
+    assert ww is not None and [w for w, _ in ww] == ex.words
+    assert sum(x for _, x in ww) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bad_inputs(predictor, bundle_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(BadInputError, match="captions for"):
+        predictor.predict([random_image()], ["a", "b"])
+
+    class Other:
+        encoder_id = "efficientnet-lite0@000000000000:224"
+
+    with pytest.raises(ConfigError, match="trained with image encoder"):
+        from skyfuse.inference import Predictor
+
+        Predictor(bundle_dir, image_encoder=Other(), text_encoder=encoders()[1])
