@@ -35,6 +35,15 @@ KINDS = ("image", "text")
 Entry = tuple[torch.Tensor, torch.Tensor]  # (tokens (n, D) fp16, pooled (D,) fp32)
 
 
+def default_cache_dir() -> Path:
+    """$SKYFUSE_CACHE_DIR, else $XDG_CACHE_HOME/skyfuse/features, else ~/.cache/skyfuse/features."""
+    env = os.environ.get("SKYFUSE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "skyfuse" / "features"
+
+
 def encoder_slug(encoder_id: str) -> str:
     """A file-system-safe, collision-free folder name for an encoder id."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_id).strip("_")[:80]

@@ -46,7 +46,7 @@ class FeatureSet:
 
     Tokens are fp16, padded to the longest sequence in the set; masks are True for real tokens;
     pooled vectors are fp32. `skipped` maps rel -> reason for samples left out (corrupt image,
-    missing caption).
+    missing caption); `stats` counts distinct images / captions reused from the cache or computed.
     """
 
     rels: list[str]
@@ -59,6 +59,7 @@ class FeatureSet:
     image_encoder_id: str
     text_encoder_id: str
     skipped: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rels)
@@ -89,7 +90,8 @@ class FeatureSet:
             text_pooled=self.text_pooled[idx],
             image_encoder_id=self.image_encoder_id,
             text_encoder_id=self.text_encoder_id,
-            skipped={r: why for r, why in self.skipped.items()},
+            skipped=dict(self.skipped),
+            stats=dict(self.stats),
         )
 
 
@@ -358,6 +360,7 @@ def extract_features(
         todo = [(k, p) for k, p in first_path.items() if k not in image_entries]
         itask = bar.task("image features", len(first_path))
         bar.advance(itask, len(first_path) - len(todo))
+        stats = {"image_cached": len(first_path) - len(todo), "image_computed": 0}
         computed, failed = _image_entries(
             todo,
             image_encoder,
@@ -369,6 +372,7 @@ def extract_features(
             task=itask,
         )
         image_entries.update(computed)
+        stats["image_computed"] = len(computed)
         for s in live:
             if shas[s.rel] in failed:
                 skipped[s.rel] = failed[shas[s.rel]]
@@ -380,6 +384,7 @@ def extract_features(
         ttodo = [(k, t) for k, t in texts.items() if k not in text_entries]
         ttask = bar.task("text features", len(texts))
         bar.advance(ttask, len(texts) - len(ttodo))
+        stats.update(text_cached=len(texts) - len(ttodo), text_computed=len(ttodo))
         if ttodo and hasattr(text_encoder, "count_truncated"):
             cut = text_encoder.count_truncated([t for _, t in ttodo])
             if cut:
@@ -415,4 +420,5 @@ def extract_features(
         image_encoder_id=image_encoder.encoder_id,
         text_encoder_id=text_encoder.encoder_id,
         skipped=skipped,
+        stats=stats,
     )
