@@ -116,6 +116,22 @@ def _load_tiff_array(data: bytes, path: Path, max_pixels: int) -> np.ndarray:
     return np.asarray(arr)
 
 
+def _tiff_needs_array(img: Image.Image) -> bool:
+    """True when Pillow would silently squeeze a TIFF to 8 bits (16-bit, float) or drop bands.
+
+    Pillow opens a 16-bit RGB TIFF as mode RGB by keeping the high byte, which loses the stretch the
+    module rule promises, so such files go through tifffile instead.
+    """
+    tags = getattr(img, "tag_v2", None)
+    if tags is None:
+        return False
+    bits = tags.get(258, 8)
+    bits = max(bits) if isinstance(bits, tuple) else int(bits)
+    fmt = tags.get(339, 1)
+    fmt = max(fmt) if isinstance(fmt, tuple) else int(fmt)
+    return bits > 8 or fmt == 3 or int(tags.get(277, 1)) > 4
+
+
 def decode_image(
     data: bytes,
     path: str | Path = "<bytes>",
@@ -146,6 +162,8 @@ def decode_image(
                     " raise max_pixels if the file is trusted",
                 )
             source_format = img.format  # exif_transpose returns a copy without it
+            if source_format == "TIFF" and (bands is not None or _tiff_needs_array(img)):
+                return array_to_rgb(_load_tiff_array(data, path, max_pixels), bands)
             img = ImageOps.exif_transpose(img) or img
             simple = img.mode in {"RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr", "1"}
             if simple and bands is None:
