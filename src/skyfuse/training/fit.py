@@ -43,6 +43,7 @@ def quiet_lightning() -> None:
         ".*Checkpoint directory .* exists and is not empty.*",
         ".*Total length of .* across ranks is zero.*",
         ".*`training_step` returned `None`.*",
+        ".*LeafSpec.*is deprecated.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -196,8 +197,15 @@ def fit_phase(
     ckpt_path: str | None = None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        callbacks.append(
-            ModelCheckpoint(dirpath=str(workdir), save_last=True, save_top_k=0, every_n_epochs=1)
+        callbacks.append(  # one rolling file, rewritten every epoch: what a rerun resumes from
+            ModelCheckpoint(
+                dirpath=str(workdir),
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                every_n_epochs=1,
+                enable_version_counter=False,
+            )
         )
         last = workdir / "last.ckpt"
         ckpt_path = str(last) if last.is_file() else None

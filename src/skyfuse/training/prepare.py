@@ -123,9 +123,8 @@ def extract(
     show_progress: bool = True,
 ) -> Any:
     """Token features of the images ``rels`` (and their captions), via the feature cache."""
-    from skyfuse.encoders.features import extract_features
-
     from skyfuse.encoders import create_image_encoder, create_text_encoder
+    from skyfuse.encoders.features import extract_features
 
     check_coverage(captions, rels, "captions")
     index = folder.by_rel()
@@ -142,4 +141,3 @@ def extract(
         device=device,
         show_progress=show_progress,
     )
-
