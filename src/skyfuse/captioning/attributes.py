@@ -65,8 +65,9 @@ def measure(img: Image.Image) -> dict[str, Any]:
     total = r + g + b + 1e-6
     exg = (2 * g - r - b) / total  # excess-green on chromaticity: a visible-band vegetation index
     vari = (g - r) / (g + r - b + 1e-3)
-    vegetation = float(np.mean((exg > 0.05) & (g > 0.12)))
-    water = float(np.mean((b > r + 0.02) & (b >= g - 0.02) & (lum < 0.55) & (exg < 0.05)))
+    # green must also dominate red and blue, so turquoise water and grey-green sand do not count
+    vegetation = float(np.mean((exg > 0.06) & (g > 0.12) & (g > r + 0.01) & (g > b + 0.01)))
+    water = float(np.mean((b > r + 0.05) & (b >= g) & (lum < 0.55)))
     pal_names = list(PALETTE)
     pal = np.array([PALETTE[n] for n in pal_names], dtype=np.float32) / 255.0
     px = a.reshape(-1, 3)
@@ -155,7 +156,12 @@ def describe(m: dict[str, Any]) -> str:
     s.append(f"The surface shows {texture}.")
     if ed > 0.04 and m["coherence"] > 0.45:
         s.append(f"Straight linear features run mostly {_direction(m['orientation_deg'])}.")
-    if ed > 0.04 and m["coherence"] > 0.3 and m["cross_share"] > 0.2:
+    # a grid needs two perpendicular families that hold most edge energy (uniform would be 50 %)
+    if (
+        ed > 0.04
+        and min(m["coherence"], m["cross_share"]) > 0.3
+        and (m["coherence"] + m["cross_share"] > 0.75)
+    ):
         s.append("Lines cross at right angles, forming a grid.")
     if m["periodicity"] > 0.25:
         s.append("A regular, repeating pattern of similar shapes is present.")

@@ -244,6 +244,27 @@ def _inside_own(caption: str, own: str, other: str) -> bool:
     )
 
 
+def with_registry_classes(folder_classes: Sequence[str]) -> tuple[list[str], str | None]:
+    """The folder's classes plus the other classes of the registry dataset they belong to.
+
+    Why: a four-class AID subset's captions can still name AID's other classes ("desert" for bare
+    land), which is leakage too. Returns (names, registry dataset name or None).
+    """
+    try:
+        from skyfuse.data.catalog import match_dataset
+    except ImportError:
+        return list(folder_classes), None
+    try:
+        info = match_dataset(list(folder_classes))
+    except Exception:
+        return list(folder_classes), None
+    if info is None:
+        return list(folder_classes), None
+    spelled = {c.name for c in (info.find_class(f) for f in folder_classes) if c is not None}
+    extra = [c.name for c in info.classes if c.name not in spelled]
+    return [*folder_classes, *extra], info.name
+
+
 def caption_overlap(captions: Mapping[str, str], train: Sequence[str], test: Sequence[str]) -> int:
     """How many test images have a caption that also occurs, word for word, in the training part."""
     seen = {_norm_caption(captions[r]) for r in train if r in captions}

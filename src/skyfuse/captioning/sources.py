@@ -159,15 +159,21 @@ def read_text_tree(text_root: Path) -> Raw:
     return out
 
 
+def _lines(path: Path) -> list[str]:
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
 def read_caps_pairs(files: list[tuple[Path, Path]]) -> Raw:
     """``*_filename.txt`` + ``*_caps.txt``: either one name per caption line, or k captions per name
     in order (UCM/RSICD train files list each name once with 5 caption lines)."""
     out: Raw = {}
     for names_p, caps_p in files:
-        names = [
-            ln.strip() for ln in names_p.read_text(encoding="utf-8").splitlines() if ln.strip()
-        ]
-        caps = [ln.strip() for ln in caps_p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        # empty caption lines keep their position (RSITMD has some), only trailing ones are dropped
+        names = _lines(names_p)
+        caps = _lines(caps_p)
         if not names:
             continue
         pairs: Iterable[tuple[str, str]]
@@ -182,7 +188,10 @@ def read_caps_pairs(files: list[tuple[Path, Path]]) -> Raw:
                 f" {names_p.name}; they must be equal or a whole multiple"
             )
         for name, cap in pairs:
-            out.setdefault(name, []).append(cap)
+            if name:
+                out.setdefault(name, [])
+                if cap:
+                    out[name].append(cap)
     return out
 
 
