@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skyfuse.data import SceneFolder
 from skyfuse.data.splits import (
@@ -180,3 +182,42 @@ def test_caption_overlap(scenes: Path) -> None:
     del captions[split.test[3]]
     assert caption_overlap(captions, split) == 3
     assert caption_overlap(captions, split, against=("train",)) == 2
+
+
+class _FakeFolder(SceneFolder):
+    """A SceneFolder over made-up samples (no files), for property tests of the split arithmetic."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        from skyfuse.data.folder import Sample
+
+        self.root = Path("/nonexistent/fake")
+        self.classes = [f"c{i}" for i in range(len(sizes))]
+        self.samples = [
+            Sample(Path(f"/nonexistent/c{i}/{j}.jpg"), f"c{i}/{j}.jpg", i, f"c{i}")
+            for i, n in enumerate(sizes)
+            for j in range(n)
+        ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=6),
+    ratio=st.floats(min_value=0.05, max_value=0.95),
+    val=st.sampled_from([0.0, 0.1, 0.25]),
+    seed=st.integers(min_value=0, max_value=2**31),
+)
+def test_split_properties(sizes: list[int], ratio: float, val: float, seed: int) -> None:
+    folder = _FakeFolder(sizes)
+    split = make_split(folder, train=ratio, val=val, seed=seed)
+    parts = split.train + split.val + split.test
+    assert sorted(parts) == sorted(s.rel for s in folder.samples)  # a partition
+    counts = split.counts()
+    for i, n in enumerate(sizes):
+        c = f"c{i}"
+        trainval = counts["train"][c] + counts["val"][c]
+        if n >= 2:
+            assert counts["test"][c] >= 1 and counts["train"][c] >= 1
+        assert abs(trainval - ratio * n) <= 1  # stratified: each class near the ratio
+        if val == 0.0:
+            assert counts["val"][c] == 0
+    assert make_split(folder, train=ratio, val=val, seed=seed).to_dict() == split.to_dict()

@@ -116,7 +116,8 @@ def _print_report(report: CheckReport) -> None:
 
             cls = get_dataset(cmp.dataset).find_class(name)
             expected = "" if cls is None or cls.count is None else str(cls.count)
-            mark = "" if not expected or expected == str(n) else " [yellow]≠[/yellow]"
+            differs = cmp.exact and expected and expected != str(n)
+            mark = " [yellow]≠[/yellow]" if differs else ""
             row.append(expected + mark)
         table.add_row(*row)
     console.print(table)
@@ -307,7 +308,22 @@ def split_cmd(
         from skyfuse.cli.common import fail
 
         fail(f"give --protocol ({', '.join(list_protocols())}) or --train FRACTION")
-    split = make_split(SceneFolder(path), protocol=protocol, train=train, val=val, seed=seed)
+    folder = SceneFolder(path)
+    split = make_split(folder, protocol=protocol, train=train, val=val, seed=seed)
+    if protocol is not None:
+        from skyfuse.cli.common import err_console
+        from skyfuse.data.catalog import match_dataset
+        from skyfuse.data.splits import get_protocol
+
+        proto = get_protocol(protocol)
+        matched = match_dataset(folder.classes)
+        if matched is None or matched.name != proto.dataset:
+            err_console.print(
+                f"[yellow]warning:[/yellow] {proto.name} is the {proto.dataset} protocol but the"
+                f" classes of {path} do not match {proto.dataset}; only its ratio"
+                f" ({proto.train:g}) is used",
+                highlight=False,
+            )
     split.save(out)
     n = {p: len(split.part(p)) for p in ("train", "val", "test")}
     console.print(
