@@ -266,7 +266,7 @@ def fetch_cmd(
     """Locate a dataset under ROOT and check it is complete; optionally download it first."""
     from skyfuse.data.download import fetch_dataset
 
-    with progress() as bar:
+    with progress(transient=True) as bar:
         task = bar.add_task("download", total=None)
 
         def hook(done: int, total: int | None) -> None:
