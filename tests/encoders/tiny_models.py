@@ -5,7 +5,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-WORDS = "a an the of and with near many some red green blue grey roof roofs tree trees road roads river field fields building buildings car cars water sand runway plane".split()
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "and",
+    "with",
+    "near",
+    "many",
+    "some",
+    "red",
+    "green",
+    "blue",
+    "grey",
+    "roof",
+    "roofs",
+    "tree",
+    "trees",
+    "road",
+    "roads",
+    "river",
+    "field",
+    "fields",
+    "building",
+    "buildings",
+    "car",
+    "cars",
+    "water",
+    "sand",
+    "runway",
+    "plane",
+]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -14,7 +45,12 @@ def write_tokenizer(folder: Path) -> int:
     from transformers import BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = SPECIAL + WORDS + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz")
+    vocab = (
+        SPECIAL
+        + WORDS
+        + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+        + list("abcdefghijklmnopqrstuvwxyz")
+    )
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     return len(vocab)
@@ -25,8 +61,12 @@ def make_bert(folder: Path, *, max_positions: int = 64) -> Path:
 
     n = write_tokenizer(folder)
     cfg = BertConfig(
-        vocab_size=n, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=max_positions,
+        vocab_size=n,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
     )
     BertModel(cfg).save_pretrained(folder)
     return folder
@@ -34,9 +74,16 @@ def make_bert(folder: Path, *, max_positions: int = 64) -> Path:
 
 def _clip_text_cfg(n: int) -> dict[str, int]:
     return dict(
-        vocab_size=n, hidden_size=24, intermediate_size=48, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=16, eos_token_id=3, pad_token_id=0,
-        bos_token_id=2, projection_dim=16,
+        vocab_size=n,
+        hidden_size=24,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        eos_token_id=3,
+        pad_token_id=0,
+        bos_token_id=2,
+        projection_dim=16,
     )
 
 
@@ -57,14 +104,26 @@ def make_clip(folder: Path) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
     n = write_tokenizer(folder)
-    vision = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=32, patch_size=16, projection_dim=16)
+    vision = dict(
+        hidden_size=24,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=16,
+        projection_dim=16,
+    )
     cfg = CLIPConfig(text_config=_clip_text_cfg(n), vision_config=vision, projection_dim=16)
     CLIPModel(cfg).save_pretrained(folder)
     write_preprocessor(
-        folder, do_resize=True, size={"shortest_edge": 32}, do_center_crop=True,
-        crop_size={"height": 32, "width": 32}, do_normalize=True,
-        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+        folder,
+        do_resize=True,
+        size={"shortest_edge": 32},
+        do_center_crop=True,
+        crop_size={"height": 32, "width": 32},
+        do_normalize=True,
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
     )
     return folder
 
@@ -73,9 +132,21 @@ def make_vit(folder: Path) -> Path:
     from transformers import ViTConfig, ViTModel
 
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                    image_size=32, patch_size=8)
+    cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
     ViTModel(cfg).save_pretrained(folder)
-    write_preprocessor(folder, do_resize=True, size={"height": 32, "width": 32}, do_normalize=True,
-                       image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    write_preprocessor(
+        folder,
+        do_resize=True,
+        size={"height": 32, "width": 32},
+        do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
     return folder
