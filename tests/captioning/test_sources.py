@@ -35,7 +35,7 @@ def test_jsonl_csv_and_caps_pairs(tmp_path: Path) -> None:
     assert load_captions(tmp_path)["z.png"] == "D. E."
     (tmp_path / "bad_filename.txt").write_text("x.png\ny.png\n")
     (tmp_path / "bad_caps.txt").write_text("a\nb\nc\n")
-    with pytest.raises(BadInputError, match="bad_caps.txt"):
+    with pytest.raises(BadInputError, match=r"bad_caps\.txt"):
         load_captions(tmp_path / "bad_caps.txt")
 
 

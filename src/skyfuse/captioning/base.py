@@ -90,4 +90,4 @@ def list_captioners() -> list[str]:
 
 def _load_builtin_backends() -> None:
     # Backends register themselves on import; heavy libraries are imported inside them lazily.
-    from skyfuse.captioning import attributes, files, openai_backend  # noqa: F401
+    from skyfuse.captioning import attributes, files, hf_backend, openai_backend  # noqa: F401

@@ -293,8 +293,6 @@ def caption_folder(
                 _run_sync(run, samples, concurrency)
         except FatalCaptionError as exc:
             raise BadInputError(str(exc)) from None
-        finally:
-            captioner.close()
     summary.elapsed_s = time.perf_counter() - t0
     return summary
 
