@@ -1,5 +1,5 @@
-"""Shared by the inference, serving, export, CLI and browser tests: the bundled offline encoders
-(loaded once per process) and a tiny randomly initialised `dual` bundle written by `save_bundle`."""
+"""Shared by the inference, serving, export, CLI and browser tests: tiny random Hugging Face encoders
+(built once per process) and a randomly initialised `dual` bundle over them written by `save_bundle`."""
 
 from __future__ import annotations
 
@@ -14,15 +14,45 @@ CLASSES = ["beach", "desert", "forest", "water"]
 
 
 @functools.cache
+def tiny_folder() -> Path:
+    """Tiny random ViT and BERT (tests.encoders.tiny_models) in a temp folder, once per process."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from tests.encoders import tiny_models
+
+    root = Path(tempfile.mkdtemp(prefix="skyfuse-tiny-"))
+    atexit.register(shutil.rmtree, root, True)
+    tiny_models.make_vit(root / "vit")
+    tiny_models.make_bert(root / "bert")
+    return root
+
+
+def encoder_specs() -> tuple[str, str]:
+    """The registry names a user would give (and a bundle stores): hf:<local folder>."""
+    root = tiny_folder()
+    return f"hf:{root / 'vit'}", f"hf:{root / 'bert'}"
+
+
+@functools.cache
 def encoders() -> tuple[Any, Any]:
+    """Tiny ViT (32 px, 4 x 4 patches + CLS) and tiny BERT encoders, built once per process."""
     from skyfuse.encoders import create_image_encoder, create_text_encoder
 
-    return create_image_encoder("efficientnet-lite0"), create_text_encoder("minilm")
+    image_spec, text_spec = encoder_specs()
+    return create_image_encoder(image_spec), create_text_encoder(text_spec)
 
 
 def make_bundle(
-    out: Path, *, model: str = "dual", classes: list[str] | None = None, seed: int = 0
+    out: Path,
+    *,
+    model: str = "dual",
+    classes: list[str] | None = None,
+    seed: int = 0,
+    ids: tuple[str, str] | None = None,
 ) -> Path:
+    """A randomly initialised fusion model over the tiny encoders, saved with `save_bundle`."""
     import torch
 
     from skyfuse.models import FusionConfig, create_model
@@ -41,13 +71,14 @@ def make_bundle(
     )
     torch.manual_seed(seed)
     net = create_model(cfg)
+    image_id, text_id = ids or encoder_specs()
     return save_bundle(
         out,
         net,
         cfg,
         class_names=names,
-        image_encoder=image_encoder.encoder_id,
-        text_encoder=text_encoder.encoder_id,
+        image_encoder=image_id,
+        text_encoder=text_id,
         prompt_id="ground",
     )
 

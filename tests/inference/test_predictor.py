@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from skyfuse.errors import BadInputError, ConfigError
+from skyfuse.inference import Predictor
 from skyfuse.reports.attention import region_heatmap, word_weights
-from tests.inference.helpers import CLASSES, encoders, make_predictor, random_image
+from tests.inference.helpers import CLASSES, encoders, make_bundle, make_predictor, random_image
 
 
 @pytest.fixture(scope="module")
@@ -50,26 +51,38 @@ def test_explanation_shapes(predictor) -> None:  # type: ignore[no-untyped-def]
     pred = predictor.predict([random_image(seed=5)], [cap], top_k=2, explain=True)[0]
     ex = pred.explanation
     assert ex is not None
-    assert ex.image_tokens == 49  # 7 x 7 EfficientNet grid at 224 px
-    assert ex.text_tokens == len(ex.words) and "trees" in ex.words
+    assert ex.image_tokens == 17  # tiny ViT: CLS + 4 x 4 patches
+    assert (
+        ex.text_tokens == len(ex.words) >= 3 and ex.words[0] == "[CLS]" and ex.words[-1] == "[SEP]"
+    )
     t2i = ex.maps["level0.t2i"]
-    assert t2i.shape == (ex.text_tokens, 49)
+    assert t2i.shape == (ex.text_tokens, 17)
+    assert ex.maps["level1.i2t"].shape == (17, ex.text_tokens)
     np.testing.assert_allclose(t2i.sum(axis=1), 1.0, atol=1e-4)
     heat = region_heatmap(ex)
-    assert heat is not None and heat.shape == (7, 7) and heat.max() == pytest.approx(1.0)
+    assert heat is not None and heat.shape == (4, 4) and heat.max() == pytest.approx(1.0)
     ww = word_weights(ex)
     assert ww is not None and [w for w, _ in ww] == ex.words
     assert sum(x for _, x in ww) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_bad_inputs(predictor, bundle_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_inputs(predictor, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(BadInputError, match="captions for"):
         predictor.predict([random_image()], ["a", "b"])
-
-    class Other:
-        encoder_id = "efficientnet-lite0@000000000000:224"
-
+    image_encoder, text_encoder = encoders()
+    family = image_encoder.encoder_id.rsplit("@", 1)[0]
+    other = make_bundle(
+        tmp_path / "m", ids=(f"{family}@000000000000:other", text_encoder.encoder_id)
+    )
     with pytest.raises(ConfigError, match="trained with image encoder"):
-        from skyfuse.inference import Predictor
+        Predictor(other, image_encoder=image_encoder, text_encoder=text_encoder)
+    # an id that names no buildable encoder gets a one-line fix
+    with pytest.raises(ConfigError, match="--image-encoder"):
+        Predictor(other)
 
-        Predictor(bundle_dir, image_encoder=Other(), text_encoder=encoders()[1])
+
+def test_encoders_built_from_the_bundle(bundle_dir: Path) -> None:
+    alone = Predictor(bundle_dir)  # hf:<folder> names stored in the bundle
+    assert alone.image_encoder.encoder_id == encoders()[0].encoder_id
+    p = alone.predict([random_image(seed=9)], ["roads and roofs"], top_k=1)[0]
+    assert p.top_k[0].label in CLASSES

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skyfuse.errors import BadInputError, ConfigError
+from skyfuse.errors import BadInputError, ConfigError, SkyfuseError
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,8 @@ class Predictor:
         self.class_names: list[str] = list(self.bundle.class_names)
         self.image_encoder = image_encoder or _build_image_encoder(self.bundle.image_encoder)
         self.text_encoder = text_encoder or _build_text_encoder(self.bundle.text_encoder)
-        _check_encoder(self.image_encoder, self.bundle.image_encoder, "image", self.model_dir)
-        _check_encoder(self.text_encoder, self.bundle.text_encoder, "text", self.model_dir)
+        check_encoder(self.image_encoder, self.bundle.image_encoder, "image", self.model_dir)
+        check_encoder(self.text_encoder, self.bundle.text_encoder, "text", self.model_dir)
         for enc in (self.image_encoder, self.text_encoder):
             if isinstance(enc, torch.nn.Module):
                 enc.to(self.device).eval()
@@ -283,10 +283,11 @@ def _build_encoder(encoder_id: str, kind: str) -> Any:
     for name in _encoder_names(encoder_id):
         try:
             return factory(name)
-        except ConfigError as exc:
+        except (SkyfuseError, OSError) as exc:
             last = exc
     raise ConfigError(
-        f"cannot build the bundle's {kind} encoder {encoder_id!r} ({last}); install or point to it"
+        f"cannot build the bundle's {kind} encoder {encoder_id!r} ({last}); pass"
+        f" --{kind}-encoder with the registry name or folder it was trained with"
     )
 
 
@@ -298,15 +299,15 @@ def _build_text_encoder(encoder_id: str) -> Any:
     return _build_encoder(encoder_id, "text")
 
 
-def _check_encoder(encoder: Any, expected: str, kind: str, model_dir: Path) -> None:
-    """A full stored id (with ``@fingerprint``) must match the encoder's id: other weights or other
-    preprocessing would make the fusion model read features it never saw."""
+def check_encoder(encoder: Any, expected: str, kind: str, model_dir: Path) -> None:
+    """Refuse an encoder of the bundle's family with another id (other weights or preprocessing would
+    feed the fusion model features it never saw). A stored registry name (no ``@``) cannot be
+    compared and passes; an encoder of another family fails later on the token width."""
     got = getattr(encoder, "encoder_id", None)
-    if got is None or not expected:
+    if got is None or not expected or got == expected or "@" not in expected:
         return
-    if got == expected or ("@" not in expected and got.split("@", 1)[0] == expected):
-        return
-    raise ConfigError(
-        f"{model_dir}: the bundle was trained with {kind} encoder {expected!r}, but {got!r} was"
-        f" loaded; use the same encoder weights and options"
-    )
+    if "@" in got and got.rsplit("@", 1)[0] == expected.rsplit("@", 1)[0]:
+        raise ConfigError(
+            f"{model_dir}: the bundle was trained with {kind} encoder {expected!r}, but {got!r} was"
+            f" loaded; use the same encoder weights and options"
+        )
