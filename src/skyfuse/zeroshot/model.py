@@ -113,8 +113,12 @@ class ZeroShotModel:
             ClassSpec(c["name"], c.get("phrase") or c["name"], tuple(c.get("descriptions") or ()))
             for c in meta.get("classes") or []
         ]
-        self._image_encoder = image_encoder
-        self._text_encoder = text_encoder
+        self._image_encoder = image_encoder and _checked(
+            image_encoder, meta.get("image_encoder_id"), "image", path
+        )
+        self._text_encoder = text_encoder and _checked(
+            text_encoder, meta.get("text_encoder_id"), "text", path
+        )
         self._class_cache: dict[tuple[str, ...], torch.Tensor] = {}
         self._lock = threading.Lock()
 

@@ -6,7 +6,10 @@ lowest validation loss is kept, with early stopping. Settings live in `HeadTrain
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -206,6 +209,21 @@ class SemanticTask(L.LightningModule):
         )
 
 
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's per-fit banners (a run trains one head per fold and caption setting)."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="lightning")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def train_semantic_head(
     base: FusionConfig,
     train: ZeroShotData,
@@ -232,21 +250,23 @@ def train_semantic_head(
     callbacks: list[Any] = []
     if val is not None and len(val):
         callbacks.append(L.pytorch.callbacks.EarlyStopping("val_loss", patience=cfg.patience))
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        gradient_clip_val=1.0,
-        num_sanity_val_steps=0,
-    )
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs,
+            accelerator=cfg.accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks,
+            gradient_clip_val=1.0,
+            num_sanity_val_steps=0,
+        )
     train_batches = Batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_batches = Batches(val, 256, shuffle=False) if val is not None and len(val) else None
-    trainer.fit(task, train_dataloaders=train_batches, val_dataloaders=val_batches)
+    with quiet_lightning():
+        trainer.fit(task, train_dataloaders=train_batches, val_dataloaders=val_batches)
     if task.best_state is not None:
         head.load_state_dict(task.best_state)
     head.eval()
