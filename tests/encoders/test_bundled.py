@@ -85,3 +85,13 @@ def test_minilm_truncation_is_counted() -> None:
     assert "len16" in enc.encoder_id and enc.encoder_id != create_text_encoder("minilm").encoder_id
     with pytest.raises(Exception, match="max_length"):
         create_text_encoder("minilm", max_length=10_000)
+
+
+def test_lite0_folded_batchnorm_matches_the_plain_network(lite0) -> None:
+    plain = create_image_encoder("efficientnet-lite0", trainable=True).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        a, b = lite0.encode(x), plain.encode(x)
+    assert torch.allclose(a.tokens, b.tokens, atol=1e-3)
+    with pytest.raises(Exception, match="trainable=True"):
+        lite0.freeze(False)
