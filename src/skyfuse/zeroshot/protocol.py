@@ -48,7 +48,8 @@ class ZeroShotSettings:
     templates: Sequence[str] = DEFAULT_TEMPLATES
     fusion: dict[str, Any] = field(default_factory=dict)
     train: HeadTrainConfig = field(default_factory=HeadTrainConfig)
-    save_models: bool = True
+    save_fold_models: bool = False
+    final_model: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,20 @@ class ZeroShotSettings:
             "fusion": dict(self.fusion),
             "train": self.train.model_dump(mode="json"),
         }
+
+
+def fusion_base(settings: ZeroShotSettings, features: FeatureRows) -> FusionConfig:
+    """The fusion settings for these features (the head's width is set by SemanticHead)."""
+    return FusionConfig.from_dict(
+        {
+            **settings.fusion,
+            "model": settings.model,
+            "image_dim": int(features.image_tokens.shape[-1]),
+            "text_dim": int(features.text_tokens.shape[-1]),
+            "num_classes": int(features.text_tokens.shape[-1]),
+        },
+        source="zero-shot fusion settings",
+    )
 
 
 def evaluate_scores(
@@ -135,6 +150,37 @@ def run_fold(
     return out, head
 
 
+def train_final_head(
+    features: FeatureRows,
+    rels_by_class: Mapping[str, Sequence[str]],
+    class_embeddings: Mapping[str, torch.Tensor],
+    settings: ZeroShotSettings,
+) -> Any:
+    """A head trained on every class (val carved per class) for predicting new class names."""
+    import random
+
+    classes = list(rels_by_class)
+    train: list[str] = []
+    val: list[str] = []
+    rng = random.Random(f"{settings.seed}:final")
+    for c in classes:
+        rels = sorted(rels_by_class[c])
+        rng.shuffle(rels)
+        n_val = max(1, round(settings.val * len(rels))) if settings.val > 0 and len(rels) > 2 else 0
+        val += rels[:n_val]
+        train += rels[n_val:]
+    base = fusion_base(settings, features)
+    emb = torch.stack([class_embeddings[c] for c in classes])
+    head, _ = train_semantic_head(
+        base,
+        ZeroShotData.from_features(features, train, classes),
+        ZeroShotData.from_features(features, val, classes) if val else None,
+        emb,
+        settings.train,
+    )
+    return head
+
+
 def summarise(per_fold: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per-method mean ± std over folds: {"head": {"zsl": {"top1": {"mean", "std", "folds"}}}, ...}."""
     methods = [k for k in per_fold[0] if isinstance(per_fold[0][k], dict)]
@@ -179,7 +225,11 @@ def run_zeroshot(
         )
     ienc = create_image_encoder(image_encoder)
     tenc = create_text_encoder(text_encoder)
-    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    if cache_dir is None:
+        from skyfuse.encoders.cache import default_cache_dir
+
+        cache_dir = default_cache_dir()
+    cache = Path(cache_dir)
     features: dict[str, Any] = {}
     for setting in settings.captions:
         texts = dict(captions)
@@ -235,16 +285,7 @@ def run_zeroshot(
     results: dict[str, Any] = {}
     for setting in settings.captions:
         feats = features[setting]
-        base = FusionConfig.from_dict(
-            {
-                **settings.fusion,
-                "model": settings.model,
-                "image_dim": int(feats.image_tokens.shape[-1]),
-                "text_dim": int(feats.text_tokens.shape[-1]),
-                "num_classes": int(feats.text_tokens.shape[-1]),
-            },
-            source="zero-shot fusion settings",
-        )
+        base = fusion_base(settings, feats)
         per_fold = []
         for fold in folds:
             res, head = run_fold(feats, fold, class_emb, settings, base, extra_scores=extra)
@@ -254,7 +295,7 @@ def run_zeroshot(
                 f" / caption-only {res['caption_only']['zsl']['top1']:.3f};"
                 f" GZSL H {res['head']['gzsl']['h']:.3f} / {res['caption_only']['gzsl']['h']:.3f}"
             )
-            if settings.save_models:
+            if settings.save_fold_models:
                 save_zeroshot_model(
                     out / "models" / f"{setting}-fold{fold.index}",
                     head,
@@ -273,6 +314,25 @@ def run_zeroshot(
         results[setting] = summary
 
     metrics = build_metrics(results, settings, folds, folder.classes, image_encoder, text_encoder)
+    if settings.final_model:
+        primary = metrics["captions"]
+        say(
+            f"final model on all {len(folder.classes)} classes ({primary} captions) -> {out / 'model'}"
+        )
+        head = train_final_head(features[primary], rels_by_class, class_emb, settings)
+        save_zeroshot_model(
+            out / "model",
+            head,
+            seen_classes=folder.classes,
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            image_encoder_id=getattr(ienc, "encoder_id", None),
+            text_encoder_id=getattr(tenc, "encoder_id", None),
+            specs=specs,
+            templates=settings.templates,
+            extra={"captions": primary, "trained_on": "all classes", "model": settings.model},
+        )
+        metrics["model_dir"] = str(out / "model")
     write_metrics(out, metrics)
     say(metrics_markdown(metrics))
     return metrics

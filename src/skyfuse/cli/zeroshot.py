@@ -1,0 +1,155 @@
+"""`skyfuse zeroshot`: the unseen-class protocol on a scene folder (folds, head, baselines, metrics)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from skyfuse.cli.common import console, err_console, friendly_errors
+
+
+class CaptionSetting(StrEnum):
+    raw = "raw"
+    masked = "masked"
+    both = "both"
+
+
+@friendly_errors
+def zeroshot(
+    path: Path = typer.Argument(
+        ..., help="Scene folder: <class>/<image> or the paper layout (image/, text/)."
+    ),
+    captions: Path | None = typer.Option(
+        None,
+        "--captions",
+        "-c",
+        help="Captions: a caption store JSONL, a JSONL/CSV of path,caption, human caption sets"
+        " (e.g. RSICD *_caps.txt) or a paper text/ tree. Default: the folder's own text/ tree.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics, folds, model)."),
+    model: str = typer.Option(
+        "dual",
+        "--model",
+        "-m",
+        help="Fusion model under the head: dual, image, text, concat, t2i, i2t.",
+    ),
+    unseen: float = typer.Option(
+        0.25,
+        "--unseen",
+        min=0.01,
+        max=0.99,
+        help="Fraction of classes held out as unseen per fold.",
+    ),
+    folds: int = typer.Option(3, "--folds", "-k", min=1, help="Number of seen/unseen folds."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the class permutation and image splits."),
+    mask: CaptionSetting = typer.Option(
+        CaptionSetting.both,
+        "--mask",
+        help="Caption setting: raw, masked (verdicts removed, class words of all classes masked) or both.",
+    ),
+    descriptions: Path | None = typer.Option(
+        None,
+        "--descriptions",
+        "-d",
+        help="YAML/JSON class file (name, phrase, descriptions; optional templates) overriding"
+        " skyfuse's shipped descriptions. Start from --export-descriptions.",
+    ),
+    export_descriptions: Path | None = typer.Option(
+        None,
+        "--export-descriptions",
+        help="Write the class descriptions skyfuse would use for PATH's classes to this file and exit.",
+    ),
+    image_encoder: str = typer.Option(
+        "efficientnet-lite0", "--image-encoder", help="Image encoder name (see `skyfuse features`)."
+    ),
+    text_encoder: str = typer.Option(
+        "minilm", "--text-encoder", help="Text encoder name; class embeddings use it too."
+    ),
+    clip: str | None = typer.Option(
+        None,
+        "--clip",
+        help="Also score the CLIP baseline with openclip:<arch>@<checkpoint> (needs skyfuse[openclip]).",
+    ),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Maximum epochs per head."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Learning rate."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Training batch size."),
+    width: int = typer.Option(256, "--width", min=8, help="Fusion width."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Feature cache (default: $SKYFUSE_CACHE_DIR or ~/.cache/skyfuse)."
+    ),
+    fold_models: bool = typer.Option(
+        False,
+        "--fold-models/--no-fold-models",
+        help="Also save each fold's head under DIR/models/.",
+    ),
+    final_model: bool = typer.Option(
+        True,
+        "--final-model/--no-final-model",
+        help="Train one more head on all classes and save it as DIR/model for `skyfuse predict --classes`.",
+    ),
+) -> None:
+    """Zero-shot classification of classes never seen in training, with mean ± std over folds.
+
+    Classes are split into seen and unseen (seeded; unseen sets disjoint across folds when possible; fold files in DIR/folds/). A semantic head projects the fused image+caption vector into the text encoder's sentence space and is trained on seen classes only (validation images from seen classes only). Unseen classes are scored by cosine similarity to their embeddings (prompt templates + descriptions). The caption-only baseline (and CLIP with --clip) is scored on the same images.
+
+    Writes DIR/metrics.json: metrics["zsl"]["top1"]["mean"] / ["std"], likewise zsl.top5, gzsl.seen, gzsl.unseen, gzsl.h (the head, raw captions); metrics["baselines"]["caption_only"] in the same shape; metrics["settings"]["masked"] for masked captions. Also DIR/metrics.md (table) and DIR/model, a head trained on all classes for `skyfuse predict DIR/model IMAGES --classes "a,b"`.
+
+    Example: skyfuse zeroshot data/aid --captions rsicd/ --model dual --unseen 0.25 --folds 3 --out runs/zs
+    """
+    from skyfuse.captioning import load_captions
+    from skyfuse.data.folder import SceneFolder
+    from skyfuse.errors import BadInputError
+    from skyfuse.zeroshot.classes import load_class_file, resolve_classes, save_class_file
+    from skyfuse.zeroshot.protocol import ZeroShotSettings, run_zeroshot
+    from skyfuse.zeroshot.task import HeadTrainConfig
+
+    folder = SceneFolder(path)
+    overrides, templates = load_class_file(descriptions) if descriptions else ([], [])
+    if export_descriptions is not None:
+        from skyfuse.zeroshot.classes import DEFAULT_TEMPLATES
+
+        specs = resolve_classes(folder.classes, overrides)
+        save_class_file(export_descriptions, specs, templates or DEFAULT_TEMPLATES)
+        console.print(f"wrote {len(specs)} class descriptions to {export_descriptions}")
+        return
+    if captions is None:
+        if folder.text_root is None:
+            raise BadInputError(
+                f"{path}: no captions given and no text/ folder; pass --captions FILE"
+                " (e.g. the store written by `skyfuse caption`)"
+            )
+        captions = folder.text_root
+    caps = load_captions(captions, folder.root)
+    settings = ZeroShotSettings(
+        model=model,
+        unseen=unseen,
+        folds=folds,
+        seed=seed,
+        captions=("raw", "masked") if mask is CaptionSetting.both else (mask.value,),
+        fusion={"width": width},
+        train=HeadTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
+        save_fold_models=fold_models,
+        final_model=final_model,
+    )
+    if templates:
+        settings.templates = templates
+    run_zeroshot(
+        folder.root,
+        caps,
+        out,
+        settings,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        class_overrides=overrides,
+        clip_encoder=clip,
+        cache_dir=cache_dir,
+        log=lambda msg: err_console.print(msg, highlight=False),
+        show_progress=True,
+    )
+    console.print(f"metrics: {out / 'metrics.json'} and {out / 'metrics.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("zeroshot")(zeroshot)
