@@ -66,7 +66,9 @@ def test_clip_text_tower_loads_from_a_full_clip_checkpoint(clip_folder: Path) ->
 def test_clip_vision_tower(clip_folder: Path) -> None:
     enc = create_image_encoder(f"hf:{clip_folder}")
     cfg = enc.preprocess_cfg
-    assert cfg.resize_mode == "shorter" and cfg.size == 32 and abs(cfg.mean[0] - 0.4815) < 1e-3
+    # the openai/clip-vit-base-patch32 layout: size + crop_size as ints, bicubic resampling
+    assert (cfg.resize_mode, cfg.size, cfg.interpolation) == ("shorter", 32, "bicubic")
+    assert abs(cfg.mean[0] - 0.4815) < 1e-3 and enc.encoder_id.endswith("-bicubic")
     with torch.inference_mode():
         out = enc.encode(enc.preprocess([Image.new("RGB", (48, 32), "red")]))
     assert out.tokens.shape == (1, 1 + 4, 24)

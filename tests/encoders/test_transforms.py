@@ -11,6 +11,7 @@ from skyfuse.data.transforms import (
     pil_to_tensor,
     preprocess_batch,
     preprocess_image,
+    resize,
     resize_shorter,
 )
 from skyfuse.encoders.base import ImagePreprocess
@@ -64,3 +65,12 @@ def test_exact_squashes_while_shorter_crops() -> None:
     cropped = preprocess_image(img, ImagePreprocess(20, (0, 0, 0), (1, 1, 1), "shorter"))
     assert squashed[0, 10, 0] > 0.9  # band kept (squeezed)
     assert cropped[0, 10, 0] < 0.1  # band cropped away
+
+
+def test_bicubic_stays_in_range() -> None:
+    x = torch.zeros(3, 40, 40)
+    x[:, ::2] = 255.0  # stripes make bicubic overshoot without the clamp
+    out = resize(x, (17, 17), "bicubic")
+    assert out.shape == (3, 17, 17) and float(out.min()) >= 0.0 and float(out.max()) <= 255.0
+    with pytest.raises(ValueError, match="interpolation"):
+        resize(x, (8, 8), "nearest-ish")

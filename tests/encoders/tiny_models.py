@@ -118,9 +118,10 @@ def make_clip(folder: Path) -> Path:
     write_preprocessor(
         folder,
         do_resize=True,
-        size={"shortest_edge": 32},
+        size=32,
         do_center_crop=True,
-        crop_size={"height": 32, "width": 32},
+        crop_size=32,
+        resample=3,
         do_normalize=True,
         image_mean=[0.48145466, 0.4578275, 0.40821073],
         image_std=[0.26862954, 0.26130258, 0.27577711],

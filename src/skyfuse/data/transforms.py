@@ -23,21 +23,33 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-def resize(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear, antialiased resize of a (C, H, W) or (B, C, H, W) tensor to `size` = (h, w); float out."""
+def resize(
+    pixels: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear"
+) -> torch.Tensor:
+    """Antialiased resize of a (C, H, W) or (B, C, H, W) tensor to `size` = (h, w); float out.
+
+    `interpolation` is "bilinear" or "bicubic" (bicubic output is clamped to the input range)."""
     single = pixels.dim() == 3
     x = pixels.unsqueeze(0) if single else pixels
     x = x.float()
+    if interpolation not in ("bilinear", "bicubic"):
+        raise ValueError(f"interpolation must be bilinear or bicubic, got {interpolation!r}")
     if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        lo, hi = x.amin(), x.amax()
+        x = F.interpolate(x, size=size, mode=interpolation, antialias=True, align_corners=False)
+        if interpolation == "bicubic":
+            x = x.clamp(lo, hi)
     return x.squeeze(0) if single else x
 
 
-def resize_shorter(pixels: torch.Tensor, size: int) -> torch.Tensor:
+def resize_shorter(
+    pixels: torch.Tensor, size: int, interpolation: str = "bilinear"
+) -> torch.Tensor:
     """Resize so the shorter side is `size`, keeping the aspect ratio (rounded)."""
     h, w = pixels.shape[-2:]
     scale = size / min(h, w)
-    return resize(pixels, (max(size, round(h * scale)), max(size, round(w * scale))))
+    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    return resize(pixels, new, interpolation)
 
 
 def center_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -69,9 +81,9 @@ def preprocess_image(image: Image.Image, cfg: ImagePreprocess) -> torch.Tensor:
     """
     x = pil_to_tensor(image)
     if cfg.resize_mode == "exact":
-        x = resize(x, (cfg.size, cfg.size))
+        x = resize(x, (cfg.size, cfg.size), cfg.interpolation)
     else:
-        x = center_crop(resize_shorter(x, cfg.size), cfg.size)
+        x = center_crop(resize_shorter(x, cfg.size, cfg.interpolation), cfg.size)
     return normalize(x, cfg.mean, cfg.std)
 
 

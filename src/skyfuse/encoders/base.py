@@ -39,19 +39,21 @@ class ImagePreprocess:
     """Preprocessing that travels with an image encoder (never hard-coded elsewhere).
 
     resize_mode: "shorter" (resize the shorter side to `size`, then centre-crop) or "exact" (squash to
-    size x size, as Hugging Face ViT processors do).
+    size x size, as Hugging Face ViT processors do); interpolation: "bilinear" or "bicubic".
     """
 
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resize_mode: str = "shorter"
+    interpolation: str = "bilinear"
 
     def describe(self) -> str:
         """A short stable string, part of the encoder id (preprocessing changes the features)."""
         mean = ",".join(f"{v:g}" for v in self.mean)
         std = ",".join(f"{v:g}" for v in self.std)
-        return f"{self.size}{self.resize_mode[0]}-m{mean}-s{std}"
+        interp = "" if self.interpolation == "bilinear" else f"-{self.interpolation}"
+        return f"{self.size}{self.resize_mode[0]}-m{mean}-s{std}{interp}"
 
 
 @runtime_checkable

@@ -65,7 +65,9 @@ def read_preprocess(folder: Path) -> ImagePreprocess:
             raise ConfigError(f"{path}: image_mean / image_std must have 3 values each")
     else:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    return ImagePreprocess(size, mean, std, mode)  # type: ignore[arg-type]
+    # PIL resample codes used by Hugging Face processors: 2 = bilinear, 3 = bicubic
+    interpolation = "bicubic" if cfg.get("resample") == 3 else "bilinear"
+    return ImagePreprocess(size, mean, std, mode, interpolation)  # type: ignore[arg-type]
 
 
 class HFImageEncoder(EncoderModule):
