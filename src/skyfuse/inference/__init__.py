@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skyfuse.inference.batch import InputImage, PredictSummary, collect_inputs, predict_files
+from skyfuse.inference.loading import ZeroShotPredictor, load_predictor, parse_classes
 from skyfuse.inference.predictor import Explanation, LabelProb, Prediction, Predictor
 from skyfuse.inference.records import PredictionWriter, read_predictions
 
@@ -14,7 +15,10 @@ __all__ = [
     "Prediction",
     "PredictionWriter",
     "Predictor",
+    "ZeroShotPredictor",
     "collect_inputs",
+    "load_predictor",
+    "parse_classes",
     "predict_files",
     "read_predictions",
 ]

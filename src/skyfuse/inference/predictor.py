@@ -106,6 +106,11 @@ class Predictor:
 
         self.model_dir = Path(model_dir)
         self.bundle = load_bundle(self.model_dir)
+        if self.bundle.extra.get("task") == "zeroshot":
+            raise ConfigError(
+                f"{self.model_dir}: a zero-shot bundle; load it with"
+                " skyfuse.inference.load_predictor (CLI: pass --classes)"
+            )
         self.device = torch.device(device)
         self.batch_size = max(1, int(batch_size))
         self.model = self.bundle.model.to(self.device).eval()

@@ -1,0 +1,102 @@
+"""`skyfuse serve`: the HTTP service and web page for one model bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from skyfuse.cli.common import err_console, friendly_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    @friendly_errors
+    def serve_cmd(
+        model_dir: Path = typer.Argument(
+            ..., help="Model bundle folder (DIR/model of a training run)."
+        ),
+        host: str = typer.Option(
+            "127.0.0.1", "--host", help="Address to bind; loopback unless you mean to expose it."
+        ),
+        port: int = typer.Option(8000, "--port", "-p", min=1, max=65535, help="TCP port."),
+        backend: str | None = typer.Option(
+            None,
+            "--backend",
+            help="Captioner when a request has no caption: attributes (default), openai, transformers.",
+        ),
+        vlm_model: str | None = typer.Option(
+            None, "--vlm-model", help="Captioning model (openai name or transformers id/folder)."
+        ),
+        base_url: str | None = typer.Option(None, "--base-url", help="openai backend: server URL."),
+        classes: str | None = typer.Option(
+            None, "--classes", help="Zero-shot bundles: comma-separated class names to score."
+        ),
+        max_upload_mb: float = typer.Option(
+            16.0, "--max-upload-mb", min=0.001, help="Largest request body (413 above)."
+        ),
+        max_pixels: int = typer.Option(
+            40_000_000, "--max-pixels", min=1, help="Largest decoded width x height (413 above)."
+        ),
+        timeout: float = typer.Option(
+            30.0,
+            "--timeout",
+            min=0.01,
+            help="Seconds a request may take, queue included (504 after).",
+        ),
+        concurrency: int = typer.Option(
+            1, "--concurrency", min=1, help="Model calls at once; others queue."
+        ),
+        max_queue: int = typer.Option(
+            64, "--max-queue", min=0, help="Requests allowed to wait; more get 503."
+        ),
+        device: str = typer.Option("cpu", "--device", help="torch device."),
+    ) -> None:
+        """Serve a model over HTTP: POST /predict, GET /health, GET /classes, docs at /docs, page at /.
+
+        POST /predict takes a multipart `image` and optional `caption`, `top_k`, `explain` fields and
+        returns {"top_k": [{"label", "prob"}], "caption", "caption_source", "latency_ms"} (plus the
+        attention overlay with explain=true). Oversize bodies and images get 413, non-images 415,
+        corrupt images 422, a full queue 503 and a request past --timeout 504.
+        """
+        import ipaddress
+
+        from skyfuse.cli.predict import _caption_source
+        from skyfuse.inference import load_predictor, parse_classes
+        from skyfuse.serving import ServeLimits, create_app
+        from skyfuse.serving.server import uvicorn_config
+
+        try:
+            exposed = not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            exposed = host != "localhost"
+        if exposed:
+            err_console.print(
+                f"[yellow]warning:[/yellow] binding {host}: the service is reachable from other"
+                " machines and has no authentication"
+            )
+        _, name, opts = _caption_source(None, backend, vlm_model, base_url, None)
+        predictor = load_predictor(
+            model_dir,
+            classes=parse_classes(classes),
+            captioner=name,
+            captioner_options=opts,
+            device=device,
+        )
+        limits = ServeLimits(
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_pixels=max_pixels,
+            timeout_s=timeout,
+            max_concurrency=concurrency,
+            max_queue=max_queue,
+        )
+        app_ = create_app(predictor, limits, model_name=Path(model_dir).resolve().name)
+        err_console.print(
+            f"serving {model_dir} ({len(predictor.class_names)} classes) on http://{host}:{port}"
+            f"  (page /, docs /docs; Ctrl-C stops)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        import uvicorn
+
+        uvicorn.Server(uvicorn_config(app_, host, port, log_level="info")).run()

@@ -1,0 +1,122 @@
+"""`skyfuse predict`, `explain`, `export` (and `serve --help`) through the Typer app, in process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from skyfuse.cli import app
+from skyfuse.data.synthetic import make_synthetic_dataset
+from tests.inference.helpers import CLASSES, make_bundle
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("cli") / "model")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_synthetic_dataset(
+        tmp_path_factory.mktemp("scenes") / "synth", per_class=3, size=48, classes=CLASSES
+    )
+    (root / "forest" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root
+
+
+def _run(*args: str) -> object:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_predict_jsonl_resume_and_captions(tmp_path: Path, bundle: Path, scenes: Path) -> None:
+    out = tmp_path / "preds.jsonl"
+    caps = tmp_path / "caps.jsonl"
+    caps.write_text(
+        json.dumps({"path": "beach/beach_0000.jpg", "caption": "sand next to the sea"}) + "\n"
+    )
+    r = _run("predict", bundle, scenes, "--out", out, "--captions", caps, "--top-k", "3", "-b", "5")
+    assert r.exit_code == 0, r.output
+    assert "12 predicted" in r.output and "1 skipped" in r.output and "broken.jpg" in r.output
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 12 and {"path", "top_k", "caption"} <= set(recs[0])
+    by_path = {rec["path"]: rec for rec in recs}
+    assert by_path["beach/beach_0000.jpg"]["caption"] == "sand next to the sea"
+    assert all(len(rec["top_k"]) == 3 and rec["top_k"][0]["label"] in CLASSES for rec in recs)
+    assert all(rec["caption"] for rec in recs)  # the others were captioned on the fly
+    r = _run("predict", bundle, scenes, "--out", out, "--top-k", "3")
+    assert r.exit_code == 0 and "0 predicted, 12 already" in r.output
+    assert len(out.read_text().splitlines()) == 12
+
+
+def test_predict_csv_single_file(tmp_path: Path, bundle: Path, scenes: Path) -> None:
+    out = tmp_path / "p.csv"
+    img = scenes / "water" / "water_0001.jpg"
+    r = _run("predict", bundle, img, "--out", out, "-k", "2")
+    assert r.exit_code == 0, r.output
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path,caption,label_1,prob_1,label_2,prob_2" and len(lines) == 2
+
+
+def test_predict_errors_are_one_line(tmp_path: Path, bundle: Path, scenes: Path) -> None:
+    r = _run("predict", tmp_path / "nope", scenes, "--out", tmp_path / "x.jsonl")
+    assert r.exit_code == 2 and "model folder not found" in r.output and "Traceback" not in r.output
+    r = _run("predict", bundle, scenes, "--out", tmp_path / "x.jsonl", "--classes", "a,b")
+    assert r.exit_code == 2 and "zero-shot bundle" in r.output
+    r = _run("predict", bundle, scenes, "--out", tmp_path / "x.txt")
+    assert r.exit_code == 2 and ".jsonl or .csv" in r.output
+
+
+def _not_blank(path: Path, min_size: tuple[int, int]) -> None:
+    with Image.open(path) as im:
+        assert im.size[0] >= min_size[0] and im.size[1] >= min_size[1], (path, im.size)
+        px = np.asarray(im.convert("RGB"), dtype=np.float64)
+    assert px.std() > 10.0, path  # real content, not one flat colour
+    assert len(np.unique(px.reshape(-1, 3), axis=0)) > 50, path
+
+
+def test_explain_writes_pictures(tmp_path: Path, bundle: Path, scenes: Path) -> None:
+    out = tmp_path / "explain"
+    r = _run("explain", bundle, scenes, "--out", out, "--examples", "2", "--limit", "40")
+    assert r.exit_code == 0, r.output
+    figs = sorted((out / "attention").glob("*.png"))
+    assert len(figs) == 2
+    for f in figs:
+        _not_blank(f, (500, 300))
+    _not_blank(out / "tsne.png", (500, 400))
+    _not_blank(out / "confusion.png", (300, 300))
+    conf = json.loads((out / "confusion.json").read_text())
+    assert np.asarray(conf["matrix"]).sum() == 12
+    info = json.loads((out / "explain.json").read_text())
+    assert (
+        info["labelled"]
+        and len(info["images"]) == 12
+        and info["failed"][0]["path"].endswith("broken.jpg")
+    )
+    # a single image: the attention figure only
+    r = _run("explain", bundle, scenes / "desert" / "desert_0002.jpg", "--out", tmp_path / "one")
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "one" / "attention").glob("*.png"))) == 1
+    assert not (tmp_path / "one" / "tsne.png").exists()
+
+
+def test_export_cli(tmp_path: Path, bundle: Path) -> None:
+    out = tmp_path / "onnx" / "m.onnx"
+    r = _run("export", bundle, "--format", "onnx", "--out", out, "--no-encoders")
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and (tmp_path / "onnx" / "m.json").is_file() and "ok" in r.output
+    r = _run("export", bundle, "--format", "tflite", "--out", out)
+    assert r.exit_code == 2 and "supported: onnx" in r.output
+
+
+@pytest.mark.parametrize("verb", ["predict", "explain", "export", "serve"])
+def test_help(verb: str) -> None:
+    r = _run(verb, "--help")
+    assert r.exit_code == 0 and "Usage" in r.output and len(r.output) > 400
