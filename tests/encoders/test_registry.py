@@ -80,3 +80,9 @@ def test_corrupt_weights(tmp_path: Path, bert_folder: Path) -> None:
     (broken / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="cannot load the text model"):
         create_text_encoder(f"hf:{broken}")
+
+
+def test_encoders_remember_how_they_were_made(tiny_bert, bert_folder: Path) -> None:
+    assert tiny_bert.registry_name == f"hf:{bert_folder}" and tiny_bert.create_kwargs == {}
+    again = create_text_encoder(tiny_bert.registry_name, **tiny_bert.create_kwargs)
+    assert again.encoder_id == tiny_bert.encoder_id

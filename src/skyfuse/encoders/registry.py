@@ -51,7 +51,11 @@ def _create(registry: Registry[Any], name: str, kw: dict[str, Any]) -> Any:
     _load_builtin()
     key, arg = _split(name)
     factory = registry.get(key)
-    return factory(arg, **kw) if arg is not None else factory(**kw)
+    encoder = factory(arg, **kw) if arg is not None else factory(**kw)
+    # how to rebuild it: the registry name and options (ids carry hashes, not file locations)
+    encoder.registry_name = name.strip()
+    encoder.create_kwargs = dict(kw)
+    return encoder
 
 
 def create_image_encoder(name: str = "efficientnet-lite0", **kw: Any) -> ImageEncoder:
