@@ -7,6 +7,7 @@ bad input fails before any compute is spent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ def resolve_captions(folder: SceneFolder, source: Path | None) -> Captions:
 
 def check_coverage(captions: Mapping[str, str], rels: list[str], source: str) -> None:
     """Every image that will be used must have a caption (a silent empty text would skew results)."""
-    missing = [r for r in rels if not captions.get(r, "").strip()]
+    missing = [r for r in rels if not str(captions.get(r) or "").strip()]
     if missing:
         raise BadInputError(
             f"{source}: {len(missing)} of {len(rels)} images have no caption (e.g. {missing[0]});"
@@ -110,33 +111,62 @@ def check_coverage(captions: Mapping[str, str], rels: list[str], source: str) ->
         )
 
 
+def restrict_split(split: Any, available: set[str]) -> tuple[Any, list[str]]:
+    """The split without images that have no features (undecodable, no caption), and what was dropped.
+
+    Why not fail: one corrupt JPEG should not stop a benchmark; the dropped paths are reported and
+    recorded in ``metrics.json`` so that the counts stay honest.
+    """
+    dropped = [
+        r for part in (split.train, split.val, split.test) for r in part if r not in available
+    ]
+    if not dropped:
+        return split, []
+    keep = {
+        name: [r for r in getattr(split, name) if r in available]
+        for name in ("train", "val", "test")
+    }
+    for name in ("train", "test"):
+        if not keep[name]:
+            raise BadInputError(
+                f"no {name} image of the split has features ({len(dropped)} dropped, e.g. {dropped[0]});"
+                " check the captions and images"
+            )
+    return dataclasses.replace(split, **keep), dropped
+
+
 def extract(
     folder: SceneFolder,
     captions: Mapping[str, str],
-    rels: list[str],
     *,
     image_encoder: str = DEFAULT_IMAGE_ENCODER,
     text_encoder: str = DEFAULT_TEXT_ENCODER,
     cache_dir: Path | None = None,
+    use_cache: bool = True,
     batch_size: int = 32,
-    device: str = "cpu",
+    device: str = "auto",
     show_progress: bool = True,
 ) -> Any:
-    """Token features of the images ``rels`` (and their captions), via the feature cache."""
+    """Token features of every image of ``folder`` with a caption, through the feature cache
+    (default ``$SKYFUSE_CACHE_DIR`` or ``~/.cache/skyfuse/features``). Images without a caption or
+    that do not decode are left out and listed in ``FeatureSet.skipped``."""
+    import torch
+
     from skyfuse.encoders import create_image_encoder, create_text_encoder
+    from skyfuse.encoders.cache import default_cache_dir
     from skyfuse.encoders.features import extract_features
 
-    check_coverage(captions, rels, "captions")
-    index = folder.by_rel()
-    samples = [index[r] for r in rels]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     img = create_image_encoder(image_encoder)
     txt = create_text_encoder(text_encoder)
+    root = (cache_dir or default_cache_dir()) if use_cache else None
     return extract_features(
-        samples,
-        {r: captions[r] for r in rels},
+        folder.samples,
+        captions,
         img,
         txt,
-        cache_dir=cache_dir,
+        cache_dir=root,
         batch_size=batch_size,
         device=device,
         show_progress=show_progress,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,8 @@ def write_run(
     *,
     save_model: bool = True,
     plots: bool = True,
+    extra: Mapping[str, Any] | None = None,
+    add_files: Callable[[Path], None] | None = None,
 ) -> None:
     """Files of a finished run; the bundle first, metrics.json last (its presence means 'done')."""
     from skyfuse.reports.confusion import plot_confusion, save_confusion_json
@@ -122,8 +124,11 @@ def write_run(
                 "dataset": result.get("dataset"),
                 "test_oa": result["test"]["oa"],
                 "train_config": result["train_config"],
+                **dict(extra or {}),
             },
         )
+        if add_files is not None:
+            add_files(out_dir / "model")
     cm = result["test"]["confusion"]
     save_confusion_json(cm, classes, out_dir / "confusion.json")
     if plots:

@@ -1,0 +1,561 @@
+"""`skyfuse train`, `skyfuse evaluate`, `skyfuse bench`: fusion models on frozen features (or end to end)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from skyfuse.cli.common import console, err_console, friendly_errors
+
+MODELS_HELP = "dual, image, text, concat, t2i or i2t"
+
+
+def _fusion(
+    width: int, heads: int, levels: int, dropout: float, shortcut: bool, shared: bool
+) -> dict[str, Any]:
+    return {
+        "width": width,
+        "heads": heads,
+        "levels": levels,
+        "dropout": dropout,
+        "shortcut": shortcut,
+        "shared_weights": shared,
+    }
+
+
+def _seeds(text: str) -> list[int]:
+    from skyfuse.errors import ConfigError
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--seeds {text!r}: give integers separated by commas, e.g. 0,1,2"
+        ) from None
+    if not seeds:
+        raise ConfigError("--seeds is empty; give e.g. 0,1,2")
+    return seeds
+
+
+def _warn_dropped(dropped: list[str], skipped: dict[str, str]) -> None:
+    if dropped:
+        why = skipped.get(dropped[0], "no features")
+        err_console.print(
+            f"[yellow]warning:[/yellow] {len(dropped)} image(s) of the split left out, e.g. {dropped[0]}: {why}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@friendly_errors
+def train(
+    path: Path = typer.Argument(
+        ..., help="Scene folder: <class>/<image> or the paper layout (image/, text/)."
+    ),
+    captions: Path | None = typer.Option(
+        None,
+        "--captions",
+        "-c",
+        help="Captions: a store from `skyfuse caption`, a JSONL/CSV of path,caption, or a text/ tree."
+        " Default: the folder's own text/ tree.",
+    ),
+    model: str = typer.Option("dual", "--model", "-m", help=f"Fusion model: {MODELS_HELP}."),
+    protocol: str | None = typer.Option(
+        None, "--protocol", "-p", help="Split protocol, e.g. aid-20, aid-50, whu-60, ucm-80."
+    ),
+    train_ratio: float | None = typer.Option(
+        None, "--train", help="Training fraction per class instead of a protocol, e.g. 0.5."
+    ),
+    split_file: Path | None = typer.Option(
+        None, "--split", help="A saved split JSON (from `skyfuse data split` or DIR/split.json)."
+    ),
+    val: float = typer.Option(
+        0.1, "--val", help="Fraction of the training part held out for early stopping."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the split, the initial weights and the batch order."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run folder: metrics.json, report.md, confusion.png, model/."
+    ),
+    epochs: int = typer.Option(
+        40, "--epochs", help="Maximum epochs (early stopping on val may end sooner)."
+    ),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate of the fusion network (AdamW)."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Training batch size."),
+    weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
+    schedule: str = typer.Option(
+        "cosine", "--schedule", help="Learning-rate schedule: cosine, step or constant."
+    ),
+    label_smoothing: float = typer.Option(
+        0.0, "--label-smoothing", help="Cross-entropy label smoothing (0 = off)."
+    ),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Gradient-norm clip (0 = off)."),
+    patience: int = typer.Option(10, "--patience", help="Early-stopping patience in epochs."),
+    monitor: str = typer.Option(
+        "val_loss", "--monitor", help="Selection metric on val: val_loss or val_acc."
+    ),
+    refit: bool = typer.Option(
+        False, "--refit", help="Choose the epoch count on val, then retrain on train+val for it."
+    ),
+    width: int = typer.Option(256, "--width", help="Fusion width."),
+    heads: int = typer.Option(4, "--heads", help="Attention heads."),
+    levels: int = typer.Option(2, "--levels", help="Fusion levels."),
+    dropout: float = typer.Option(0.1, "--dropout", help="Dropout in the fusion network."),
+    shortcut: bool = typer.Option(
+        True, "--shortcut/--no-shortcut", help="Feed pooled input projections to the head too."
+    ),
+    shared_weights: bool = typer.Option(
+        False, "--shared-weights", help="One set of fusion weights for every level (the paper's)."
+    ),
+    image_encoder: str = typer.Option(
+        "efficientnet-lite0",
+        "--image-encoder",
+        help="Image encoder (efficientnet-lite0, hf:<id or folder>, openclip:...).",
+    ),
+    text_encoder: str = typer.Option(
+        "minilm", "--text-encoder", help="Text encoder (minilm, hf:<id or folder>, openclip:...)."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Feature cache. Default: $SKYFUSE_CACHE_DIR or ~/.cache/skyfuse/features.",
+    ),
+    finetune: bool = typer.Option(
+        False, "--finetune", help="End-to-end fine-tuning of encoders + fusion (for GPUs)."
+    ),
+    encoder_lr: float = typer.Option(
+        1e-5, "--encoder-lr", help="Encoder learning rate with --finetune."
+    ),
+    augment: bool = typer.Option(
+        True, "--augment/--no-augment", help="Flips and 90-degree rotations with --finetune."
+    ),
+    accelerator: str = typer.Option(
+        "auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."
+    ),
+    devices: str = typer.Option(
+        "auto", "--devices", help="Lightning devices: auto, a count, or ids like 0,1."
+    ),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy, e.g. ddp."),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Lightning nodes."),
+    precision: str | None = typer.Option(
+        None, "--precision", help="Lightning precision, e.g. bf16-mixed, 16-mixed, 32-true."
+    ),
+    workers: int = typer.Option(2, "--workers", help="Image-loading workers with --finetune."),
+    force: bool = typer.Option(
+        False, "--force", help="Retrain even if OUT already holds a finished run."
+    ),
+) -> None:
+    """Train one fusion model with an honest protocol and write OUT/metrics.json and OUT/model/.
+
+    Val (carved from the training part) chooses the epoch by early stopping; the test part is scored once at the end. By default encoders are frozen and their tokens come from the feature cache (fast on a CPU); a killed run resumes from OUT/checkpoints/ when rerun with the same command.
+
+    Example: skyfuse train data/aid --captions caps.jsonl --model dual --protocol aid-20 --seed 0 --out runs/dual-s0
+    """
+    from skyfuse.training.config import TrainConfig
+
+    done = out / "metrics.json"
+    if done.is_file() and not force:
+        from skyfuse.errors import ConfigError
+
+        raise ConfigError(
+            f"{out}: holds a finished run (metrics.json); pass --force to retrain or choose another --out"
+        )
+    if force and out.exists():
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        done.unlink(missing_ok=True)
+    cfg = TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        encoder_lr=encoder_lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        schedule=schedule,
+        label_smoothing=label_smoothing,
+        grad_clip=grad_clip or None,
+        patience=patience,
+        monitor=monitor,
+        refit=refit,
+        seed=seed,
+        finetune=finetune,
+        augment=augment,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        precision=precision,
+        num_workers=workers,
+    )
+    fusion = _fusion(width, heads, levels, dropout, shortcut, shared_weights)
+    result = _train(
+        path,
+        captions,
+        model,
+        protocol,
+        train_ratio,
+        split_file,
+        val,
+        seed,
+        out,
+        cfg,
+        fusion,
+        image_encoder,
+        text_encoder,
+        cache_dir,
+    )
+    t = result["test"]
+    console.print(
+        f"[bold]{result['model']}[/bold] test OA {100 * t['oa']:.2f} %  AA {100 * t['aa']:.2f} %"
+        f"  kappa {t['kappa']:.4f}  ({t['n']} test images)",
+        highlight=False,
+    )
+    console.print(
+        f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'model'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _train(
+    path: Path,
+    captions: Path | None,
+    model: str,
+    protocol: str | None,
+    train_ratio: float | None,
+    split_file: Path | None,
+    val: float,
+    seed: int,
+    out: Path,
+    cfg: Any,
+    fusion: dict[str, Any],
+    image_encoder: str,
+    text_encoder: str,
+    cache_dir: Path | None,
+) -> dict[str, Any]:
+    from skyfuse.training import prepare
+
+    folder = prepare.open_folder(path)
+    split = prepare.resolve_split(
+        folder,
+        split_file=split_file,
+        protocol=protocol,
+        train_ratio=train_ratio,
+        val=val,
+        seed=seed,
+    )
+    caps = prepare.resolve_captions(folder, captions)
+    out.mkdir(parents=True, exist_ok=True)
+    split.save(out / "split.json")
+    if cfg.finetune:
+        from skyfuse.training.finetune import run_finetune
+
+        return run_finetune(
+            folder,
+            split,
+            caps.texts,
+            model=model,
+            cfg=cfg,
+            fusion=fusion,
+            out_dir=out,
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            prompt_id=caps.prompt_id,
+        )
+    from skyfuse.training.run import run_training
+
+    features = prepare.extract(
+        folder,
+        caps.texts,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        cache_dir=cache_dir,
+    )
+    split, dropped = prepare.restrict_split(split, set(features.rels))
+    _warn_dropped(dropped, features.skipped)
+    bar = _EpochBar(cfg.epochs)
+    with bar:
+        result = run_training(
+            features,
+            split,
+            model=model,
+            cfg=cfg,
+            fusion=fusion,
+            out_dir=out,
+            image_encoder=features.image_encoder_id,
+            text_encoder=features.text_encoder_id,
+            prompt_id=caps.prompt_id,
+            dataset=str(folder.root),
+            on_epoch=bar.update,
+        )
+    if dropped:
+        result["dropped"] = dropped
+        (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+class _EpochBar:
+    """Progress over epochs, with the latest losses and val accuracy in the bar."""
+
+    def __init__(self, epochs: int) -> None:
+        from skyfuse.cli.common import progress
+
+        self.progress = progress()
+        self.epochs = epochs
+        self.task: Any = None
+
+    def __enter__(self) -> _EpochBar:
+        self.progress.__enter__()
+        self.task = self.progress.add_task("epochs", total=self.epochs)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def update(self, row: dict[str, float]) -> None:
+        if "val_loss" in row:
+            extra = f"loss {row.get('train_loss', 0):.3f} val {row['val_loss']:.3f} acc {100 * row.get('val_acc', 0):.1f}%"
+        else:
+            extra = f"loss {row.get('train_loss', 0):.3f} (refit)"
+            if int(row["epoch"]) == 0:
+                self.progress.reset(self.task)
+        self.progress.update(self.task, completed=int(row["epoch"]) + 1, extra=extra)
+
+
+@friendly_errors
+def evaluate(
+    model_dir: Path = typer.Argument(
+        ..., help="A model bundle (RUN/model) or a run folder holding one."
+    ),
+    path: Path = typer.Argument(..., help="Scene folder with the same classes."),
+    split_file: Path | None = typer.Option(
+        None, "--split", help="Split JSON; its test part is scored (default: the run's split.json)."
+    ),
+    part: str = typer.Option(
+        "test", "--part", help="Which part of the split to score: test, val, train or all."
+    ),
+    captions: Path | None = typer.Option(
+        None, "--captions", "-c", help="Captions (as for train). Default: the folder's text/ tree."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Feature cache (default as for train)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for metrics.json, report.md and confusion.png."
+    ),
+) -> None:
+    """Score a trained model bundle on a folder: OA, AA, kappa, per-class P/R/F1, confusion matrix.
+
+    Example: skyfuse evaluate runs/dual-s0/model data/aid --split runs/dual-s0/split.json --out eval/
+    """
+    from skyfuse.data.splits import Split
+    from skyfuse.errors import ConfigError
+    from skyfuse.training import prepare
+    from skyfuse.training.bundle import load_bundle
+    from skyfuse.training.data import TensorSet
+    from skyfuse.training.evaluate import evaluate_model
+    from skyfuse.training.run import markdown_report
+
+    if (model_dir / "model" / "bundle.json").is_file():
+        if split_file is None and (model_dir / "split.json").is_file():
+            split_file = model_dir / "split.json"
+        model_dir = model_dir / "model"
+    elif split_file is None and (model_dir.parent / "split.json").is_file():
+        split_file = model_dir.parent / "split.json"
+    bundle = load_bundle(model_dir)
+    folder = prepare.open_folder(path, classes=bundle.class_names)
+    if part == "all":
+        rels = [s.rel for s in folder.samples]
+    else:
+        if split_file is None:
+            raise ConfigError(
+                "no split: pass --split FILE, or --part all to score every image of the folder"
+            )
+        split = Split.load(split_file)
+        if list(split.classes) != list(bundle.class_names):
+            raise ConfigError(
+                f"{split_file}: its classes differ from the model's; use the split the model was trained with"
+            )
+        split.verify(folder)
+        rels = split.part(part)
+    caps = prepare.resolve_captions(folder, captions)
+    features = prepare.extract(
+        folder,
+        caps.texts,
+        image_encoder=bundle.image_encoder,
+        text_encoder=bundle.text_encoder,
+        cache_dir=cache_dir,
+    )
+    if (features.image_encoder_id, features.text_encoder_id) != (
+        bundle.image_encoder,
+        bundle.text_encoder,
+    ):
+        raise ConfigError(
+            f"{model_dir}: trained on features of {bundle.image_encoder} / {bundle.text_encoder} but the encoders"
+            f" now give {features.image_encoder_id} / {features.text_encoder_id}; use the same encoder weights"
+        )
+    have = set(features.rels)
+    dropped = [r for r in rels if r not in have]
+    _warn_dropped(dropped, features.skipped)
+    data = TensorSet.from_features(features, [r for r in rels if r in have], bundle.class_names)
+    metrics = evaluate_model(bundle.model, data, bundle.class_names)
+    t = metrics
+    console.print(
+        f"{part}: OA {100 * t['oa']:.2f} %  AA {100 * t['aa']:.2f} %  kappa {t['kappa']:.4f}  ({t['n']} images)",
+        highlight=False,
+    )
+    if out is not None:
+        from skyfuse.reports.confusion import plot_confusion, save_confusion_json
+        from skyfuse.reports.tables import write_atomic
+
+        result = {
+            "model": bundle.config.model,
+            "dataset": str(folder.root),
+            "protocol": None,
+            "seed": None,
+            "split": {"train": 0, "val": 0, "test": len(data)},
+            "encoders": {
+                "image": bundle.image_encoder,
+                "text": bundle.text_encoder,
+                "prompt_id": bundle.prompt_id,
+            },
+            "part": part,
+            "test": metrics,
+            "dropped": dropped,
+        }
+        write_atomic(out / "metrics.json", json.dumps(result, indent=1) + "\n")
+        write_atomic(out / "report.md", markdown_report(result))
+        save_confusion_json(metrics["confusion"], bundle.class_names, out / "confusion.json")
+        plot_confusion(
+            metrics["confusion"],
+            bundle.class_names,
+            out / "confusion.png",
+            title=f"{bundle.config.model} — {part}",
+        )
+        console.print(f"wrote {out / 'metrics.json'}", highlight=False)
+
+
+@friendly_errors
+def bench(
+    path: Path = typer.Argument(..., help="Scene folder."),
+    captions: Path | None = typer.Option(
+        None, "--captions", "-c", help="Captions (as for train). Default: the folder's text/ tree."
+    ),
+    models: str = typer.Option(
+        "dual,image,text,concat", "--models", help=f"Comma-separated models: {MODELS_HELP}."
+    ),
+    protocol: str | None = typer.Option(
+        None, "--protocol", "-p", help="Split protocol, e.g. aid-20, whu-60."
+    ),
+    train_ratio: float | None = typer.Option(
+        None, "--train", help="Training fraction per class instead of a protocol."
+    ),
+    seeds: str = typer.Option(
+        "0,1,2", "--seeds", help="Comma-separated seeds; each gets its own split."
+    ),
+    val: float = typer.Option(
+        0.1, "--val", help="Fraction of the training part held out for early stopping."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for bench.md/.csv, runs.md/.csv and runs/ (resumable)."
+    ),
+    probes: bool = typer.Option(
+        True,
+        "--probes/--no-probes",
+        help="Add logistic-regression probes on pooled features (image, text, image+text).",
+    ),
+    epochs: int = typer.Option(40, "--epochs", help="Maximum epochs per run."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Batch size."),
+    patience: int = typer.Option(10, "--patience", help="Early-stopping patience."),
+    refit: bool = typer.Option(False, "--refit", help="Choose epochs on val, refit on train+val."),
+    width: int = typer.Option(256, "--width", help="Fusion width."),
+    heads: int = typer.Option(4, "--heads", help="Attention heads."),
+    levels: int = typer.Option(2, "--levels", help="Fusion levels."),
+    dropout: float = typer.Option(0.1, "--dropout", help="Dropout."),
+    shortcut: bool = typer.Option(
+        True, "--shortcut/--no-shortcut", help="Pooled shortcut into the head."
+    ),
+    image_encoder: str = typer.Option(
+        "efficientnet-lite0", "--image-encoder", help="Image encoder."
+    ),
+    text_encoder: str = typer.Option("minilm", "--text-encoder", help="Text encoder."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Feature cache (default as for train)."
+    ),
+    save_models: bool = typer.Option(
+        False, "--save-models", help="Also write a model bundle per run."
+    ),
+) -> None:
+    """Compare models over seeded splits: a table of mean ± std (percent) with oa_mean, oa_std, ...
+
+    Features are extracted once and shared by all runs; rows named probe-* are logistic-regression floors on the encoders' pooled vectors. With --out, finished runs are skipped on a rerun.
+
+    Example: skyfuse bench data/whu-rs19 --captions caps.jsonl --models dual,image,text,concat --protocol whu-60 --seeds 0,1,2
+    """
+    from skyfuse.errors import ConfigError
+    from skyfuse.reports.tables import to_markdown
+    from skyfuse.training import prepare
+    from skyfuse.training.bench import run_bench
+    from skyfuse.training.config import TrainConfig
+
+    names = [m.strip().lower() for m in models.split(",") if m.strip()]
+    if not names:
+        raise ConfigError("--models is empty; give e.g. dual,image,text,concat")
+    seed_list = _seeds(seeds)
+    if protocol is None and train_ratio is None:
+        raise ConfigError("pass --protocol NAME (e.g. whu-60) or --train RATIO")
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, refit=refit)
+    folder = prepare.open_folder(path)
+    caps = prepare.resolve_captions(folder, captions)
+    features = prepare.extract(
+        folder,
+        caps.texts,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        cache_dir=cache_dir,
+    )
+    if features.skipped:
+        err_console.print(
+            f"[yellow]warning:[/yellow] {len(features.skipped)} image(s) without features are left out"
+        )
+
+    def on_run(row: dict[str, Any]) -> None:
+        err_console.print(
+            f"{row['model']:<18} seed {row['seed']}: OA {100 * row['oa']:.2f} %  ({row['seconds']:.1f} s)",
+            highlight=False,
+        )
+
+    table, _ = run_bench(
+        features,
+        folder,
+        models=names,
+        seeds=seed_list,
+        protocol=protocol,
+        train_ratio=train_ratio,
+        val=val,
+        cfg=cfg,
+        fusion=_fusion(width, heads, levels, dropout, shortcut, False),
+        out_dir=out,
+        image_encoder=features.image_encoder_id,
+        text_encoder=features.text_encoder_id,
+        prompt_id=caps.prompt_id,
+        dataset=str(folder.root),
+        save_models=save_models,
+        on_run=on_run,
+    )
+    console.print(
+        f"\n{protocol or f'train {train_ratio}'} · seeds {seeds} · percent, mean ± sample std over seeds\n"
+    )
+    console.print(to_markdown(table), highlight=False, soft_wrap=True)
+    if out is not None:
+        console.print(f"wrote {out / 'bench.md'} and {out / 'bench.csv'}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.command("bench")(bench)

@@ -1,0 +1,278 @@
+"""End-to-end fine-tuning (the paper's mode, for GPUs): pixels and token ids through both encoders.
+
+Same protocol as frozen-feature training (selection on val, test scored once, resume from
+``checkpoints/``), with `skyfuse.models.e2e.EndToEndClassifier`, separate learning rates for the
+encoders and the fusion network, aerial augmentation (flips, 90-degree rotations) on the device, and
+Lightning's devices / strategy / num_nodes / precision passed through (e.g. ``bf16-mixed``, ``ddp``).
+The bundle holds the fusion weights as usual plus the fine-tuned encoders' weights
+(``image_encoder.safetensors``, ``text_encoder.safetensors``; ``extra.finetuned_encoders``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from skyfuse.models.e2e import EndToEndClassifier
+from skyfuse.training.augment import aerial_augment
+from skyfuse.training.config import TrainConfig
+from skyfuse.training.fit import BestWeights, EpochHook, History, quiet_lightning
+from skyfuse.training.module import FusionTask
+
+
+class ImageCaptionDataset(Dataset[tuple[torch.Tensor, str, int]]):
+    """Decoded, preprocessed images with their captions and labels (decoding happens in workers)."""
+
+    def __init__(
+        self,
+        samples: Sequence[Any],
+        captions: Mapping[str, str],
+        class_names: Sequence[str],
+        encoder: Any,
+    ) -> None:
+        self.samples = list(samples)
+        self.captions = captions
+        self.class_to_idx = {c: i for i, c in enumerate(class_names)}
+        self.encoder = encoder
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, int]:
+        from skyfuse.data.images import load_image
+
+        s = self.samples[i]
+        pixels = self.encoder.preprocess([load_image(s.path)])[0]
+        return pixels, self.captions[s.rel], self.class_to_idx[s.class_name]
+
+
+class _Collate:
+    """Stacks pixels and tokenises the batch's captions with the text encoder's tokenizer."""
+
+    def __init__(self, text_encoder: Any) -> None:
+        self.text_encoder = text_encoder
+
+    def __call__(self, items: list[tuple[torch.Tensor, str, int]]) -> dict[str, torch.Tensor]:
+        pixels = torch.stack([it[0] for it in items])
+        tokens = self.text_encoder.tokenize([it[1] for it in items])
+        return {"pixels": pixels, **tokens, "label": torch.tensor([it[2] for it in items])}
+
+
+class FinetuneTask(FusionTask):
+    """`FusionTask` over pixels + token ids, with encoder / fusion learning rates and augmentation."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, *, steps_per_epoch: int) -> None:
+        super().__init__(model, cfg, steps_per_epoch=steps_per_epoch)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        text = {k: v for k, v in batch.items() if k not in ("pixels", "label")}
+        pixels = batch["pixels"]
+        if self.training and self.cfg.augment:
+            pixels = aerial_augment(pixels)
+        return self.model(pixels, **text).logits
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        return self.model.param_groups(  # type: ignore[operator,no-any-return]
+            encoder_lr=self.cfg.encoder_lr,
+            fusion_lr=self.cfg.lr,
+            weight_decay=self.cfg.weight_decay,
+        )
+
+
+def _loader(
+    ds: Dataset[Any], collate: _Collate, cfg: TrainConfig, shuffle: bool
+) -> DataLoader[Any]:
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        num_workers=cfg.num_workers,
+        collate_fn=collate,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def build_end_to_end_model(
+    image_encoder: str,
+    text_encoder: str,
+    model: str,
+    num_classes: int,
+    fusion: Mapping[str, Any] | None,
+) -> tuple[EndToEndClassifier, Any]:
+    """Trainable encoders from the registry + a fusion model sized to them."""
+    from skyfuse.encoders import create_image_encoder, create_text_encoder
+    from skyfuse.models import FusionConfig, create_model
+
+    img = create_image_encoder(image_encoder, trainable=True)
+    txt = create_text_encoder(text_encoder, trainable=True)
+    fcfg = FusionConfig(
+        model=model,
+        image_dim=img.dim,
+        text_dim=txt.dim,
+        num_classes=num_classes,
+        **dict(fusion or {}),
+    )
+    return EndToEndClassifier(img, txt, create_model(fcfg)), fcfg  # type: ignore[arg-type]
+
+
+@torch.inference_mode()
+def predict_e2e(
+    model: nn.Module, loader: DataLoader[Any], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) over a loader, eval mode."""
+    model.eval().to(device)
+    logits, labels = [], []
+    for batch in loader:
+        text = {k: v.to(device) for k, v in batch.items() if k not in ("pixels", "label")}
+        logits.append(model(batch["pixels"].to(device), **text).logits.float().cpu())
+        labels.append(batch["label"])
+    return torch.cat(logits), torch.cat(labels)
+
+
+def run_finetune(
+    folder: Any,
+    split: Any,
+    captions: Mapping[str, str],
+    *,
+    model: str,
+    cfg: TrainConfig,
+    fusion: Mapping[str, Any] | None,
+    out_dir: Path,
+    image_encoder: str,
+    text_encoder: str,
+    prompt_id: str | None = None,
+    on_epoch: EpochHook | None = None,
+) -> dict[str, Any]:
+    """Fine-tune end to end on ``split.train`` (selection on ``split.val``), test once, write the run."""
+    from safetensors.torch import save_model
+
+    from skyfuse.training.metrics import classification_metrics
+    from skyfuse.training.prepare import check_coverage
+    from skyfuse.training.run import write_run
+
+    quiet_lightning()
+    t0 = time.perf_counter()
+    classes = list(split.classes)
+    check_coverage(captions, [*split.train, *split.val, *split.test], "captions")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    e2e, fcfg = build_end_to_end_model(image_encoder, text_encoder, model, len(classes), fusion)
+    index = folder.by_rel()
+    collate = _Collate(e2e.text_encoder)
+
+    def ds(rels: Sequence[str]) -> ImageCaptionDataset:
+        return ImageCaptionDataset([index[r] for r in rels], captions, classes, e2e.image_encoder)
+
+    train_loader = _loader(ds(split.train), collate, cfg, shuffle=True)
+    val_loader = _loader(ds(split.val), collate, cfg, shuffle=False) if split.val else None
+    task = FinetuneTask(e2e, cfg, steps_per_epoch=len(train_loader))
+    best = BestWeights(cfg.monitor, "min" if cfg.monitor == "val_loss" else "max")
+    history = History(on_epoch)
+    workdir = out_dir / "checkpoints" / "finetune"
+    workdir.mkdir(parents=True, exist_ok=True)
+    callbacks: list[Callback] = [
+        best,
+        history,
+        ModelCheckpoint(
+            dirpath=str(workdir),
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+    ]
+    if val_loader is not None:
+        callbacks.append(
+            EarlyStopping(
+                monitor=cfg.monitor,
+                mode=best.mode,
+                patience=cfg.patience,
+                check_on_train_epoch_end=False,
+            )
+        )
+    kwargs: dict[str, Any] = {"precision": cfg.precision} if cfg.precision else {}
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.lightning_devices(),
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        gradient_clip_val=cfg.grad_clip,
+        callbacks=callbacks,
+        logger=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if val_loader is not None else 0,
+        default_root_dir=str(out_dir),
+        **kwargs,
+    )
+    last = workdir / "last.ckpt"
+    trainer.fit(
+        task,
+        train_dataloaders=train_loader,
+        val_dataloaders=val_loader,
+        ckpt_path=str(last) if last.is_file() else None,
+        weights_only=True,
+    )
+    if best.best_state is not None:
+        e2e.load_state_dict(best.best_state)
+    device = next(e2e.parameters()).device
+    if not trainer.is_global_zero:
+        return {}
+    logits, labels = predict_e2e(e2e, _loader(ds(split.test), collate, cfg, shuffle=False), device)
+    test = classification_metrics(labels, logits.argmax(-1), classes)  # the only look at test
+    img_id = getattr(e2e.image_encoder, "encoder_id", image_encoder)
+    txt_id = getattr(e2e.text_encoder, "encoder_id", text_encoder)
+    result: dict[str, Any] = {
+        "model": fcfg.model,
+        "mode": "finetune",
+        "dataset": str(folder.root),
+        "protocol": getattr(split, "protocol", None),
+        "seed": cfg.seed,
+        "split": {
+            "seed": split.seed,
+            "fingerprint": split.fingerprint,
+            "train": len(split.train),
+            "val": len(split.val),
+            "test": len(split.test),
+        },
+        "encoders": {"image": img_id, "text": txt_id, "prompt_id": prompt_id, "finetuned": True},
+        "fusion_config": fcfg.to_dict(),
+        "train_config": cfg.model_dump(mode="json"),
+        "training": {
+            "best_epoch": best.best_epoch,
+            "epochs_run": len(history.rows),
+            "best_val": best.best_score,
+            "history": history.rows,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+        "test": test,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    e2e.cpu()
+
+    def encoder_weights(model_dir: Path) -> None:
+        for name in ("image_encoder", "text_encoder"):
+            module = getattr(e2e, name)
+            assert isinstance(module, nn.Module)
+            save_model(module, str(model_dir / f"{name}.safetensors"))
+
+    write_run(
+        out_dir,
+        result,
+        e2e.fusion,
+        fcfg,
+        classes,
+        extra={"finetuned_encoders": True},
+        add_files=encoder_weights,
+    )
+    return result
