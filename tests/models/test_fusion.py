@@ -160,3 +160,42 @@ def test_wrong_feature_width_is_a_clear_error() -> None:
         _model("dual")(img[..., :5], im, txt, tm)
     with pytest.raises(BadInputError, match="mask"):
         _model("dual")(img, im[:, :2], txt, tm)
+
+
+def test_image_stream_is_updated_between_levels() -> None:
+    """Paper bug 5: level 1 must read the image stream that level 0's image->text attention updated."""
+    model = _model("dual", dropout=0.0).eval()
+    img, im, txt, tm = _batch()
+    with torch.no_grad():
+        before = model(img, im, txt, tm, return_attention=True).attention
+        model.blocks[0].i2t.out.weight.mul_(3.0)  # type: ignore[union-attr,operator]
+        after = model(img, im, txt, tm, return_attention=True).attention
+    assert before is not None and after is not None
+    torch.testing.assert_close(after["level0.t2i"], before["level0.t2i"])
+    assert not torch.allclose(after["level1.t2i"], before["level1.t2i"], atol=1e-4)
+    assert not torch.allclose(after["level1.i2t"], before["level1.i2t"], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_model_can_fit_a_small_problem(name: str) -> None:
+    """Labels carried by the mean of the real tokens of either modality: every model must learn them."""
+    g = torch.Generator().manual_seed(3)
+    n = 48
+    labels = torch.arange(n) % C
+    centers_img = torch.randn(C, DI, generator=g) * 2
+    centers_txt = torch.randn(C, DT, generator=g) * 2
+    img = torch.randn(n, 6, DI, generator=g) + centers_img[labels][:, None]
+    txt = torch.randn(n, 5, DT, generator=g) + centers_txt[labels][:, None]
+    im = torch.ones(n, 6, dtype=torch.bool)
+    tm = torch.arange(5)[None, :] < torch.randint(1, 6, (n,), generator=g)[:, None]
+    model = _model(name, dropout=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(model(img, im, txt, tm).logits, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(img, im, txt, tm).logits.argmax(-1) == labels).float().mean().item()
+    assert acc > 0.9, f"{name}: train accuracy {acc:.2f}"
