@@ -50,3 +50,16 @@ def test_shards_partition_the_work(tmp_path: Path) -> None:
     assert parse_shard("1/3") == (1, 3)
     with pytest.raises(ConfigError):
         parse_shard("3/3")
+
+
+def test_identical_images_get_one_record_each(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "scenes", per_class=1)
+    out = tmp_path / "caps.jsonl"
+    caption_folder(root, create_captioner("attributes"), out, progress=False)
+    (root / "Beta" / "copy.png").write_bytes((root / "Alpha" / "alpha_0.png").read_bytes())
+    s = caption_folder(root, create_captioner("attributes"), out, progress=False)
+    assert s.complete and s.captioned == 0 and s.skipped == 3
+    caps = load_captions(out)
+    assert caps["Beta/copy.png"] == caps["Alpha/alpha_0.png"]
+    recs = read_records(out)
+    assert len(recs) == 3 and recs[-1]["copied_from"] == "Alpha/alpha_0.png"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from skyfuse.captioning.base import Captioner, CaptionFailure, FatalCaptionError, ImageJob
 from skyfuse.captioning.prompts import NO_PROMPT, Prompt, resolve_prompt
-from skyfuse.captioning.store import CaptionStore, make_record
+from skyfuse.captioning.store import CaptionStore, make_record, utc_now
 from skyfuse.data.folder import Sample, SceneFolder
 from skyfuse.data.images import sha256_bytes
 from skyfuse.errors import BadInputError, ConfigError
@@ -133,40 +133,102 @@ class _Run:
             self.summary.unreadable.append((sample.rel, f"cannot read ({exc.strerror or exc})"))
             return None
         sha = sha256_bytes(data)
-        if self.store.is_done(self.key(sha)):
+        key = self.key(sha)
+        if self.store.has(sample.rel, key):
+            self.summary.skipped += 1
+            self.done += 1
+            return None
+        if self.store.is_done(key):  # the same image under another path: reuse its caption
+            copy = dict(self.store.state.done[key])
+            copy.update(path=sample.rel, time=utc_now(), latency_s=0.0, copied_from=copy["path"])
+            with self.lock:
+                self.store.append(copy)
             self.summary.skipped += 1
             self.done += 1
             return None
         return ImageJob(sample.path, sample.rel, sha, data)
 
     def record(self, job: ImageJob, result: str | CaptionFailure, latency: float) -> None:
-        if isinstance(result, str) and not result.strip():
-            result = CaptionFailure("the backend returned an empty caption")
-        error = (
-            (str(result) or type(result).__name__) if isinstance(result, CaptionFailure) else None
-        )
-        rec = make_record(
-            rel=job.rel,
-            sha256=job.sha256,
-            caption=None if error is not None else str(result).strip(),
-            backend=self.captioner.backend,
-            model=self.captioner.model,
-            prompt_id=self.prompt.id,
-            prompt_hash=self.prompt.hash,
-            params=self.params,
-            is_vlm=self.captioner.is_vlm,
-            latency_s=latency,
-            error=error,
-        )
+        self.record_many([(job, result, latency)])
+
+    def record_many(self, items: list[tuple[ImageJob, str | CaptionFailure, float]]) -> None:
+        """Make results durable (one write + fsync for all) and count them."""
+        recs, errors = [], []
+        for job, result, latency in items:
+            if isinstance(result, str) and not result.strip():
+                result = CaptionFailure("the backend returned an empty caption")
+            error = (
+                (str(result) or type(result).__name__)
+                if isinstance(result, CaptionFailure)
+                else None
+            )
+            errors.append(error)
+            recs.append(
+                make_record(
+                    rel=job.rel,
+                    sha256=job.sha256,
+                    caption=None if error is not None else str(result).strip(),
+                    backend=self.captioner.backend,
+                    model=self.captioner.model,
+                    prompt_id=self.prompt.id,
+                    prompt_hash=self.prompt.hash,
+                    params=self.params,
+                    is_vlm=self.captioner.is_vlm,
+                    latency_s=latency,
+                    error=error,
+                )
+            )
         with self.lock:
-            self.store.append(rec)
-            if error is None:
-                self.summary.captioned += 1
-            else:
-                self.summary.failed += 1
-                self.summary.failures.append((job.rel, error))
-            self.done += 1
+            self.store.append_many(recs)
+            for (job, _, _), error in zip(items, errors, strict=True):
+                if error is None:
+                    self.summary.captioned += 1
+                else:
+                    self.summary.failed += 1
+                    self.summary.failures.append((job.rel, error))
+                self.done += 1
             self.hook(self.done, self.summary.failed)
+
+
+class _GroupCommit:
+    """Writes results from a helper thread so that fsync never blocks the event loop; results that
+    arrive while a write is in progress are committed together by the next one."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.pending: list[tuple[ImageJob, str | CaptionFailure, float, asyncio.Future[None]]] = []
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="caption-store")
+        self.busy = False
+
+    async def commit(self, job: ImageJob, result: str | CaptionFailure, latency: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((job, result, latency, fut))
+        if not self.busy:
+            self.busy = True
+            asyncio.get_running_loop().create_task(self._drain())
+        await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    items = [(j, r, t) for j, r, t, _ in batch]
+                    await loop.run_in_executor(self.pool, self.run.record_many, items)
+                except BaseException as exc:
+                    for *_, f in batch:
+                        if not f.done():
+                            f.set_exception(exc)
+                    raise
+                for *_, f in batch:
+                    if not f.done():
+                        f.set_result(None)
+        finally:
+            self.busy = False
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 def _run_sync(run: _Run, samples: list[Sample], concurrency: int) -> None:
@@ -198,8 +260,7 @@ def _run_sync(run: _Run, samples: list[Sample], concurrency: int) -> None:
             raise RuntimeError(
                 f"{type(cap).__name__} returned {len(results)} captions for {len(batch)}"
             )
-        for job, res in zip(batch, results, strict=True):
-            run.record(job, res, per)
+        run.record_many([(job, res, per) for job, res in zip(batch, results, strict=True)])
 
     workers = concurrency if cap.thread_safe else 1
     if workers <= 1:
@@ -220,8 +281,10 @@ async def _run_async(run: _Run, samples: list[Sample], concurrency: int) -> None
     cap = run.captioner
     sem = asyncio.Semaphore(concurrency)
     fatal: list[BaseException] = []
+    writer = _GroupCommit(run)
 
     async def one(job: ImageJob) -> None:
+        released = False
         try:
             if fatal:
                 return
@@ -230,11 +293,15 @@ async def _run_async(run: _Run, samples: list[Sample], concurrency: int) -> None
                 res: str | CaptionFailure = await cap.acaption(job, run.prompt)
             except CaptionFailure as exc:
                 res = exc
-            run.record(job, res, time.perf_counter() - t0)
+            # the slot bounds requests in flight: free it before the (fsynced) write
+            sem.release()
+            released = True
+            await writer.commit(job, res, time.perf_counter() - t0)
         except FatalCaptionError as exc:
             fatal.append(exc)
         finally:
-            sem.release()
+            if not released:
+                sem.release()
 
     tasks: set[asyncio.Task[None]] = set()
     try:
@@ -255,6 +322,7 @@ async def _run_async(run: _Run, samples: list[Sample], concurrency: int) -> None
         for t in tasks:
             t.cancel()
         await cap.aclose()
+        writer.close()
     if fatal:
         raise fatal[0]
 

@@ -100,6 +100,9 @@ class StoreState:
 
     done: dict[ResumeKey, dict[str, Any]] = field(default_factory=dict)
     failed: dict[ResumeKey, dict[str, Any]] = field(default_factory=dict)
+    #: (path, key) pairs with a successful record: an identical image at another path still needs
+    #: its own record (copied, not re-captioned).
+    paths: set[tuple[str, ResumeKey]] = field(default_factory=set)
     records: int = 0
 
 
@@ -140,6 +143,7 @@ class CaptionStore:
         key = resume_key(rec)
         if rec.get("status", "ok") == "ok" and rec.get("caption") is not None:
             self.state.done[key] = rec
+            self.state.paths.add((str(rec["path"]), key))
             self.state.failed.pop(key, None)
         elif key not in self.state.done:
             self.state.failed[key] = rec
@@ -147,18 +151,41 @@ class CaptionStore:
     def is_done(self, key: ResumeKey) -> bool:
         return key in self.state.done
 
+    def has(self, path: str, key: ResumeKey) -> bool:
+        """True when this path already has a successful record for this work."""
+        return (path, key) in self.state.paths
+
     def append(self, rec: dict[str, Any]) -> None:
         """Write one record (one `write` call) and make it durable before returning."""
+        self.append_many([rec])
+
+    def append_many(self, recs: list[dict[str, Any]]) -> None:
+        """Write records with one `write` and one `fsync` (group commit): each is durable before
+        this returns. Records already in the store (same path and work) are not written again."""
         if self._fd is None:
             raise RuntimeError("CaptionStore is not open")
-        key = resume_key(rec)
-        if key in self.state.done:
-            return  # never a duplicate
-        line = json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n"
-        os.write(self._fd, line.encode("utf-8"))
+        fresh: list[dict[str, Any]] = []
+        seen: set[tuple[str, ResumeKey]] = set()
+        for rec in recs:
+            pk = (str(rec["path"]), resume_key(rec))
+            ok = rec.get("status", "ok") == "ok" and rec.get("caption") is not None
+            if pk in self.state.paths or (ok and pk in seen):
+                continue  # never a duplicate
+            if ok:
+                seen.add(pk)
+            fresh.append(rec)
+        if not fresh:
+            return
+        data = "".join(
+            json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in fresh
+        ).encode("utf-8")
+        view = memoryview(data)
+        while view:  # os.write may write less than asked for (signals, huge batches)
+            view = view[os.write(self._fd, view) :]
         if self.fsync:
             os.fsync(self._fd)
-        self._note(rec)
+        for rec in fresh:
+            self._note(rec)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -90,14 +90,21 @@ class StubVLMServer:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> StubVLMServer:
         ready = threading.Event()
+        failed: list[BaseException] = []
 
         def run() -> None:
             loop = asyncio.new_event_loop()
-            self._loop = loop
             asyncio.set_event_loop(loop)
-            self._server = loop.run_until_complete(
-                asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
-            )
+            try:
+                self._server = loop.run_until_complete(
+                    asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+                )
+            except OSError as exc:
+                failed.append(exc)
+                loop.close()
+                ready.set()
+                return
+            self._loop = loop
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             loop.run_forever()
@@ -108,6 +115,8 @@ class StubVLMServer:
         self._thread = threading.Thread(target=run, name="stub-vlm", daemon=True)
         self._thread.start()
         ready.wait(10)
+        if failed:
+            raise OSError(f"stub server cannot listen on {self.host}:{self.port}: {failed[0]}")
         return self
 
     def stop(self) -> None:
