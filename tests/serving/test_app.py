@@ -95,7 +95,11 @@ class SlowPredictor:
         self.delay = delay
         self.active = 0
         self.peak = 0
+        self.calls: list[int] = []
         self.lock = threading.Lock()
+
+    def caption(self, images: list[Image.Image]) -> list[str]:
+        return ["made"] * len(images)
 
     def predict(
         self,
@@ -108,12 +112,12 @@ class SlowPredictor:
         with self.lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
+            self.calls.append(len(images))
         time.sleep(self.delay)
         with self.lock:
             self.active -= 1
-        return [
-            Prediction([LabelProb("a", 0.6), LabelProb("b", 0.4)][:top_k], "slow") for _ in images
-        ]
+        caps = captions or ["slow"] * len(images)
+        return [Prediction([LabelProb("a", 0.6), LabelProb("b", 0.4)][:top_k], c) for c in caps]
 
 
 def test_timeout_and_bounded_concurrency() -> None:
@@ -127,7 +131,7 @@ def test_timeout_and_bounded_concurrency() -> None:
         assert c.get("/health").json()["running"] == 0
 
     slow = SlowPredictor(0.15)
-    app = create_app(slow, ServeLimits(timeout_s=10, max_concurrency=2))
+    app = create_app(slow, ServeLimits(timeout_s=10, max_concurrency=2, max_batch=1))
     results: list[int] = []
     with TestClient(app) as c:
 
@@ -142,7 +146,36 @@ def test_timeout_and_bounded_concurrency() -> None:
         for t in threads:
             t.join()
     assert results == [200] * 6
-    assert slow.peak == 2
+    assert slow.peak == 2 and slow.calls == [1] * 6
+
+
+def test_waiting_requests_are_batched_and_bad_ones_isolated() -> None:
+    slow = SlowPredictor(0.3)
+    app = create_app(slow, ServeLimits(timeout_s=20, max_concurrency=1, max_batch=8))
+    img = png_bytes(random_image(32))
+    codes: dict[int, tuple[int, Any]] = {}
+    with TestClient(app) as c:
+
+        def call(i: int) -> None:
+            data = img if i != 3 else b"GIF89a broken"
+            files = {"image": (f"{i}.png", data, "image/png")}
+            form = {"caption": f"cap {i}"} if i % 2 else {}
+            r = c.post("/predict", files=files, data=form)
+            codes[i] = (r.status_code, r.json())
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(7)]
+        for t in threads:
+            t.start()
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+        health = c.get("/health").json()
+    assert codes[3][0] == 422  # the broken image fails alone
+    assert all(codes[i][0] == 200 for i in codes if i != 3)
+    assert codes[1][1]["caption"] == "cap 1" and codes[2][1]["caption"] == "made"
+    assert codes[2][1]["caption_source"] == "generated"
+    assert slow.peak == 1 and len(slow.calls) < 6 and max(slow.calls) > 1  # merged calls
+    assert health["requests_handled"] == 7 and health["batches"] >= len(slow.calls)
 
 
 def test_queue_limit_gives_503() -> None:

@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
             max_pixels=max_pixels,
             timeout_s=timeout,
             max_concurrency=concurrency,
+            max_batch=max_batch,
             max_queue=max_queue,
         )
         app_ = create_app(predictor, limits, model_name=Path(model_dir).resolve().name)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -22,13 +24,8 @@ from PIL import Image
 
 from skyfuse.data.images import decode_image
 from skyfuse.errors import ImageDecodeError, SkyfuseError
-from skyfuse.serving.limits import (
-    BodySizeLimit,
-    GateError,
-    ModelGate,
-    ServeLimits,
-    sniff_image_type,
-)
+from skyfuse.serving.batching import BatchingGate
+from skyfuse.serving.limits import BodySizeLimit, GateError, ServeLimits, sniff_image_type
 
 log = logging.getLogger("skyfuse.serving")
 
@@ -46,6 +43,17 @@ class ServablePredictor(Protocol):
         *,
         explain: bool = False,
     ) -> list[Any]: ...
+
+    def caption(self, images: list[Image.Image]) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class _Request:
+    data: bytes
+    filename: str
+    caption: str | None
+    top_k: int
+    explain: bool
 
 
 @dataclass
@@ -92,6 +100,52 @@ def _word_weights(explanation: Any) -> list[dict[str, Any]] | None:
     return None if pairs is None else [{"word": w, "weight": round(x, 5)} for w, x in pairs]
 
 
+def _run_batch(predictor: ServablePredictor, limits: ServeLimits, reqs: list[_Request]) -> list[Any]:
+    """Decode, caption what has no caption, and classify a batch in one model call; a request that
+    fails (bad image) gets its own error and the others still get answers."""
+    results: list[Any] = [None] * len(reqs)
+    images: dict[int, Image.Image] = {}
+    for i, r in enumerate(reqs):
+        try:
+            images[i] = _decode(r.data, r.filename, limits)
+        except GateError as exc:
+            results[i] = exc
+    idx = list(images)
+    if not idx:
+        return results
+    try:
+        caps = [reqs[i].caption for i in idx]
+        missing = [j for j, c in enumerate(caps) if c is None]
+        if missing:
+            made = predictor.caption([images[idx[j]] for j in missing])
+            for j, c in zip(missing, made, strict=True):
+                caps[j] = c
+        k = max(reqs[i].top_k for i in idx)
+        explain = any(reqs[i].explain for i in idx)
+        preds = predictor.predict(
+            [images[i] for i in idx], [c or "" for c in caps], k, explain=explain
+        )
+    except Exception:
+        if len(idx) == 1:
+            raise
+        # isolate the request that broke the batch: run each alone
+        for i in idx:
+            try:
+                results[i] = _run_batch(predictor, limits, [reqs[i]])[0]
+            except Exception as exc:
+                results[i] = exc
+        return results
+    for i, pred in zip(idx, preds, strict=True):
+        r = reqs[i]
+        overlay = words = None
+        if r.explain and pred.explanation is not None:
+            overlay = _overlay_data_url(images[i], pred.explanation)
+            words = _word_weights(pred.explanation)
+        top = [t.to_dict() for t in pred.top_k[: r.top_k]]
+        results[i] = _Outcome(top, pred.caption, overlay, words)
+    return results
+
+
 def create_app(
     predictor: ServablePredictor,
     limits: ServeLimits | None = None,
@@ -101,21 +155,38 @@ def create_app(
 ) -> FastAPI:
     """Build the FastAPI application around a loaded predictor."""
     limits = limits or ServeLimits()
+    gates: dict[int, BatchingGate] = {}
+
+    def gate() -> BatchingGate:
+        # one gate per event loop (the server has one; test clients may start several)
+        loop_id = id(asyncio.get_running_loop())
+        if loop_id not in gates:
+            gates[loop_id] = BatchingGate(
+                lambda reqs: _run_batch(predictor, limits, reqs),
+                max_concurrency=limits.max_concurrency,
+                max_batch=limits.max_batch,
+                max_queue=limits.max_queue,
+            )
+        return gates[loop_id]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        gate().start()
+        try:
+            yield
+        finally:
+            loop_id = id(asyncio.get_running_loop())
+            if loop_id in gates:
+                await gates.pop(loop_id).close()
+
     app = FastAPI(
         title=f"{title} scene classifier",
         description="Remote sensing scene classification with captions fused by dual cross-attention.",
         version=_version(),
+        lifespan=lifespan,
     )
     app.state.predictor = predictor
     app.state.limits = limits
-    gates: dict[int, ModelGate] = {}
-
-    def gate() -> ModelGate:
-        # one gate per event loop (test clients start their own loops)
-        loop_id = id(asyncio.get_running_loop())
-        if loop_id not in gates:
-            gates[loop_id] = ModelGate(limits.max_concurrency, limits.max_queue)
-        return gates[loop_id]
 
     @app.exception_handler(GateError)
     async def _gate_error(_: Request, exc: GateError) -> JSONResponse:
@@ -147,6 +218,8 @@ def create_app(
             "classes": len(predictor.class_names),
             "running": g.running,
             "waiting": g.waiting,
+            "batches": g.batches,
+            "requests_handled": g.items,
         }
 
     @app.get("/classes", summary="The class names, in the model's order")
@@ -163,21 +236,10 @@ def create_app(
         t0 = time.perf_counter()
         if caption is not None and len(caption) > limits.max_caption_chars:
             raise GateError(422, f"caption longer than {limits.max_caption_chars} characters")
-        k = min(top_k, limits.max_top_k)
         data = await image.read()
-        name = image.filename or "upload"
         given = caption.strip() if caption and caption.strip() else None
-
-        def work() -> _Outcome:
-            img = _decode(data, name, limits)
-            pred = predictor.predict([img], [given] if given else None, k, explain=explain)[0]
-            overlay = words = None
-            if explain and pred.explanation is not None:
-                overlay = _overlay_data_url(img, pred.explanation)
-                words = _word_weights(pred.explanation)
-            return _Outcome([t.to_dict() for t in pred.top_k], pred.caption, overlay, words)
-
-        out = await gate().run(work, limits.timeout_s)
+        req = _Request(data, image.filename or "upload", given, min(top_k, limits.max_top_k), explain)
+        out: _Outcome = await gate().submit(req, limits.timeout_s)
         result: dict[str, Any] = {
             "top_k": out.top_k,
             "caption": out.caption,

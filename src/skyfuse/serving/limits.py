@@ -7,8 +7,6 @@ being swamped; these guards are small, testable pieces the app composes.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ class ServeLimits:
     max_pixels: decoded width x height above this gets 413 (decompression-bomb guard).
     timeout_s: a request that has not finished (queue wait + model) by then gets 504.
     max_concurrency: model calls running at once (threads); more requests wait in a queue.
+    max_batch: waiting requests merged into one model call (dynamic batching; 1 turns it off).
     max_queue: requests allowed to wait for the model; beyond it new ones get 503 at once.
     max_caption_chars: longer given captions get 422.
     max_top_k: upper bound of the `top_k` form field.
@@ -42,6 +41,7 @@ class ServeLimits:
     max_pixels: int = 40_000_000
     timeout_s: float = 30.0
     max_concurrency: int = 1
+    max_batch: int = 8
     max_queue: int = 64
     max_caption_chars: int = 4000
     max_top_k: int = 100
@@ -54,59 +54,6 @@ class GateError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-class ModelGate:
-    """Bounded concurrency and a deadline around blocking model calls.
-
-    A call waits for one of `max_concurrency` slots (at most `max_queue` callers wait; more get 503),
-    then runs in a worker thread. If the deadline passes the caller gets 504, but the slot is released
-    only when the thread really finishes, so the bound on concurrent model work always holds.
-    """
-
-    def __init__(self, max_concurrency: int, max_queue: int) -> None:
-        self.max_concurrency = max(1, int(max_concurrency))
-        self.max_queue = max(0, int(max_queue))
-        self._sem = asyncio.Semaphore(self.max_concurrency)
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.max_concurrency, thread_name_prefix="skyfuse-model"
-        )
-        self.waiting = 0
-        self.running = 0
-
-    async def run(self, fn: Callable[[], T], timeout_s: float) -> T:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        if self.waiting >= self.max_queue and self._sem.locked():
-            raise GateError(503, f"server busy ({self.waiting} requests waiting); retry later")
-        self.waiting += 1
-        try:
-            await asyncio.wait_for(self._sem.acquire(), timeout=max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            raise GateError(
-                504, f"timed out after {timeout_s:g} s waiting for the model; retry later"
-            ) from None
-        finally:
-            self.waiting -= 1
-        self.running += 1
-
-        def done(_: object) -> None:
-            self.running -= 1
-            self._sem.release()
-
-        fut = loop.run_in_executor(self._pool, fn)
-        fut.add_done_callback(done)
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(fut), timeout=max(0.0, deadline - loop.time())
-            )
-        except TimeoutError:
-            raise GateError(
-                504, f"the model did not answer within {timeout_s:g} s; try a smaller image"
-            ) from None
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _TooLarge(HTTPException):
