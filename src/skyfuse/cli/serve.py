@@ -47,6 +47,9 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(
             1, "--concurrency", min=1, help="Model calls at once; others queue."
         ),
+        max_batch: int = typer.Option(
+            8, "--max-batch", min=1, help="Waiting requests merged into one model call (1 = off)."
+        ),
         max_queue: int = typer.Option(
             64, "--max-queue", min=0, help="Requests allowed to wait; more get 503."
         ),

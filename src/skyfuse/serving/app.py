@@ -100,7 +100,9 @@ def _word_weights(explanation: Any) -> list[dict[str, Any]] | None:
     return None if pairs is None else [{"word": w, "weight": round(x, 5)} for w, x in pairs]
 
 
-def _run_batch(predictor: ServablePredictor, limits: ServeLimits, reqs: list[_Request]) -> list[Any]:
+def _run_batch(
+    predictor: ServablePredictor, limits: ServeLimits, reqs: list[_Request]
+) -> list[Any]:
     """Decode, caption what has no caption, and classify a batch in one model call; a request that
     fails (bad image) gets its own error and the others still get answers."""
     results: list[Any] = [None] * len(reqs)
@@ -238,7 +240,9 @@ def create_app(
             raise GateError(422, f"caption longer than {limits.max_caption_chars} characters")
         data = await image.read()
         given = caption.strip() if caption and caption.strip() else None
-        req = _Request(data, image.filename or "upload", given, min(top_k, limits.max_top_k), explain)
+        req = _Request(
+            data, image.filename or "upload", given, min(top_k, limits.max_top_k), explain
+        )
         out: _Outcome = await gate().submit(req, limits.timeout_s)
         result: dict[str, Any] = {
             "top_k": out.top_k,

@@ -33,7 +33,9 @@ class _Job:
 class BatchingGate:
     """Queue -> `max_concurrency` worker tasks -> `fn` on up to `max_batch` payloads in a thread."""
 
-    def __init__(self, fn: BatchFn, *, max_concurrency: int, max_batch: int, max_queue: int) -> None:
+    def __init__(
+        self, fn: BatchFn, *, max_concurrency: int, max_batch: int, max_queue: int
+    ) -> None:
         self.fn = fn
         self.max_concurrency = max(1, int(max_concurrency))
         self.max_batch = max(1, int(max_batch))
@@ -84,7 +86,8 @@ class BatchingGate:
             if not job.future.done():
                 job.future.cancel()  # a worker that has not started it yet skips it
             raise GateError(
-                504, f"no answer from the model within {timeout_s:g} s; retry later or send a smaller image"
+                504,
+                f"no answer from the model within {timeout_s:g} s; retry later or send a smaller image",
             ) from None
 
     async def _worker(self) -> None:
@@ -105,7 +108,9 @@ class BatchingGate:
                     self._pool, self.fn, [j.payload for j in live]
                 )
                 if len(results) != len(live):
-                    raise RuntimeError(f"batch function returned {len(results)} results for {len(live)}")
+                    raise RuntimeError(
+                        f"batch function returned {len(results)} results for {len(live)}"
+                    )
             except Exception as exc:  # the whole call failed: every caller gets the error
                 results = [exc] * len(live)
             finally:
