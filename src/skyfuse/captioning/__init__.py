@@ -3,7 +3,7 @@
 Light to import: backends load torch / transformers / httpx only when they are created.
 """
 
-from skyfuse.captioning.audit import AuditReport, audit_captions, mask_captions
+from skyfuse.captioning.audit import AuditReport, audit_captions, caption_overlap, mask_captions
 from skyfuse.captioning.base import (
     Captioner,
     CaptionFailure,
@@ -31,6 +31,7 @@ __all__ = [
     "audit_captions",
     "builtin_prompts",
     "caption_folder",
+    "caption_overlap",
     "create_captioner",
     "join_sentences",
     "list_captioners",

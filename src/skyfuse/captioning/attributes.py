@@ -173,7 +173,7 @@ class AttributeCaptioner(Captioner):
     """Deterministic captions from pixel statistics; not a VLM."""
 
     backend: ClassVar[str] = "attributes"
-    is_vlm: ClassVar[bool] = False
+    is_vlm = False
     uses_prompt: ClassVar[bool] = False
     thread_safe: ClassVar[bool] = True
 

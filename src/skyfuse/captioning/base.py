@@ -41,8 +41,8 @@ class Captioner:
     `caption_batch` (synchronous) or `acaption` (asynchronous, one image)."""
 
     backend: ClassVar[str] = ""
-    #: False for captioners that do not run a vision-language model (provenance in every record).
-    is_vlm: ClassVar[bool] = True
+    #: False for captions not written by a vision-language model (provenance in every record).
+    is_vlm: bool = True
     #: False when the prompt does not influence the caption (files, attributes).
     uses_prompt: ClassVar[bool] = True
     #: Images per `caption_batch` call.

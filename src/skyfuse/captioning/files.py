@@ -38,13 +38,12 @@ class FilesCaptioner(Captioner):
         self.index = NameIndex(self.captions)
         self.model = model or f"files:{self.source.name}"
         self.batch_size = batch_size
-        self._is_vlm = is_vlm
+        # provenance: the paper's text/ tree is VLM output, the human caption sets are not;
+        # unknown sources are recorded as not VLM-written unless the caller says otherwise
+        self.is_vlm = bool(is_vlm) if is_vlm is not None else self.format == "text-tree"
 
     def params(self) -> dict[str, Any]:
-        p: dict[str, Any] = {"source": str(self.source), "format": self.format, "join": JOIN_RULE}
-        if self._is_vlm is not None:
-            p["source_is_vlm"] = self._is_vlm
-        return p
+        return {"source": str(self.source), "format": self.format, "join": JOIN_RULE}
 
     def caption_batch(self, jobs: list[ImageJob], prompt: Prompt) -> list[str | CaptionFailure]:
         out: list[str | CaptionFailure] = []
