@@ -102,3 +102,32 @@ def test_backoff_helpers() -> None:
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert parse_retry_after("soon") is None
+
+
+def test_images_are_sent_as_data_urls(tmp_path: Path) -> None:
+    import base64
+    import io
+
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    from skyfuse.captioning.base import CaptionFailure, ImageJob
+    from skyfuse.captioning.openai_backend import encode_image
+
+    jpg = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(jpg, format="JPEG")
+    job = ImageJob(tmp_path / "a.jpg", "A/a.jpg", "x", jpg.getvalue())
+    assert (
+        encode_image(job, None)
+        == "data:image/jpeg;base64," + base64.b64encode(jpg.getvalue()).decode()
+    )
+    small = encode_image(job, 100)  # re-encoded, longer side 100
+    img = Image.open(io.BytesIO(base64.b64decode(small.split(",", 1)[1])))
+    assert max(img.size) == 100
+    tif = io.BytesIO()
+    tifffile.imwrite(tif, np.random.default_rng(0).integers(0, 4000, (32, 32, 4), dtype=np.uint16))
+    url = encode_image(ImageJob(tmp_path / "b.tif", "A/b.tif", "y", tif.getvalue()), None)
+    assert url.startswith("data:image/jpeg;base64,")  # 16-bit multiband -> 8-bit RGB JPEG
+    with pytest.raises(CaptionFailure):
+        encode_image(ImageJob(tmp_path / "c.tif", "A/c.tif", "z", b"junk"), None)

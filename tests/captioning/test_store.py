@@ -87,3 +87,11 @@ def test_merge_reports_conflicts_and_keeps_latest(tmp_path: Path) -> None:
     assert merged["A/c.png"]["status"] == "ok"
     assert len(report.conflicts) == 1 and report.conflicts[0].dropped == ["first"]
     assert report.records_in == 5 and report.records_out == 3
+
+
+def test_group_commit_writes_each_record_once(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    with CaptionStore(out) as st:
+        st.append_many([rec("A/a.png", "1"), rec("A/a.png", "1"), rec("A/b.png", "2")])
+        st.append_many([rec("A/a.png", "1"), rec("A/c.png", "3", caption=None, error="x")])
+    assert [r["path"] for r in read_records(out)] == ["A/a.png", "A/b.png", "A/c.png"]

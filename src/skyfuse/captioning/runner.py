@@ -134,18 +134,20 @@ class _Run:
             return None
         sha = sha256_bytes(data)
         key = self.key(sha)
-        if self.store.has(sample.rel, key):
-            self.summary.skipped += 1
-            self.done += 1
-            return None
-        if self.store.is_done(key):  # the same image under another path: reuse its caption
-            copy = dict(self.store.state.done[key])
-            copy.update(path=sample.rel, time=utc_now(), latency_s=0.0, copied_from=copy["path"])
-            with self.lock:
+        with self.lock:  # the writer thread updates the same counters
+            if self.store.has(sample.rel, key):
+                self.summary.skipped += 1
+                self.done += 1
+                return None
+            if self.store.is_done(key):  # the same image under another path: reuse its caption
+                copy = dict(self.store.state.done[key])
+                copy.update(
+                    path=sample.rel, time=utc_now(), latency_s=0.0, copied_from=copy["path"]
+                )
                 self.store.append(copy)
-            self.summary.skipped += 1
-            self.done += 1
-            return None
+                self.summary.skipped += 1
+                self.done += 1
+                return None
         return ImageJob(sample.path, sample.rel, sha, data)
 
     def record(self, job: ImageJob, result: str | CaptionFailure, latency: float) -> None:
