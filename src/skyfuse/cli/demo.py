@@ -18,7 +18,7 @@ def demo(
     seeds: str = typer.Option(
         "0", "--seeds", help="Comma-separated seeds (one split and training run each)."
     ),
-    epochs: int = typer.Option(30, "--epochs", help="Maximum epochs per model."),
+    epochs: int = typer.Option(20, "--epochs", help="Maximum epochs per model."),
 ) -> None:
     """Run the main job offline: synthetic scenes -> attribute captions -> bundled encoders -> image, text, concat and dual models compared.
 

@@ -102,7 +102,9 @@ def train(
     refit: bool = typer.Option(
         False, "--refit", help="Choose the epoch count on val, then retrain on train+val for it."
     ),
-    width: int = typer.Option(256, "--width", help="Fusion width."),
+    width: int = typer.Option(
+        128, "--width", help="Fusion width (128 keeps CPU training fast; the paper uses 512)."
+    ),
     heads: int = typer.Option(4, "--heads", help="Attention heads."),
     levels: int = typer.Option(2, "--levels", help="Fusion levels."),
     dropout: float = typer.Option(0.1, "--dropout", help="Dropout in the fusion network."),
@@ -288,6 +290,7 @@ def _train(
             image_encoder=features.image_encoder_id,
             text_encoder=features.text_encoder_id,
             prompt_id=caps.prompt_id,
+            encoder_names=(image_encoder, text_encoder),
             dataset=str(folder.root),
             on_epoch=bar.update,
         )
@@ -385,8 +388,9 @@ def evaluate(
     features = prepare.extract(
         folder,
         caps.texts,
-        image_encoder=bundle.image_encoder,
-        text_encoder=bundle.text_encoder,
+        image_encoder=bundle.extra.get("image_encoder_name")
+        or bundle.image_encoder.rsplit("@", 1)[0],
+        text_encoder=bundle.extra.get("text_encoder_name") or bundle.text_encoder.rsplit("@", 1)[0],
         cache_dir=cache_dir,
     )
     if (features.image_encoder_id, features.text_encoder_id) != (
@@ -472,7 +476,9 @@ def bench(
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Batch size."),
     patience: int = typer.Option(10, "--patience", help="Early-stopping patience."),
     refit: bool = typer.Option(False, "--refit", help="Choose epochs on val, refit on train+val."),
-    width: int = typer.Option(256, "--width", help="Fusion width."),
+    width: int = typer.Option(
+        128, "--width", help="Fusion width (128 keeps CPU training fast; the paper uses 512)."
+    ),
     heads: int = typer.Option(4, "--heads", help="Attention heads."),
     levels: int = typer.Option(2, "--levels", help="Fusion levels."),
     dropout: float = typer.Option(0.1, "--dropout", help="Dropout."),
@@ -543,6 +549,7 @@ def bench(
         image_encoder=features.image_encoder_id,
         text_encoder=features.text_encoder_id,
         prompt_id=caps.prompt_id,
+        encoder_names=(image_encoder, text_encoder),
         dataset=str(folder.root),
         save_models=save_models,
         on_run=on_run,

@@ -41,7 +41,8 @@ def run_demo(
     seeds: Sequence[int] = (0,),
     models: Sequence[str] = DEMO_MODELS,
     train_ratio: float = 0.5,
-    epochs: int = 30,
+    epochs: int = 20,
+    width: int = 128,
     cache_dir: Path | None = None,
     show_progress: bool = True,
     say: Say = print,
@@ -87,7 +88,7 @@ def run_demo(
     )
 
     t = time.perf_counter()
-    cfg = TrainConfig(epochs=epochs, patience=8)
+    cfg = TrainConfig(epochs=epochs, patience=6)
 
     def on_run(row: dict[str, Any]) -> None:
         say(
@@ -102,10 +103,12 @@ def run_demo(
         seeds=seeds,
         train_ratio=train_ratio,
         cfg=cfg,
+        fusion={"width": width},
         out_dir=out_dir,
         image_encoder=features.image_encoder_id,
         text_encoder=features.text_encoder_id,
         prompt_id=None,
+        encoder_names=(DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER),
         dataset=f"synthetic ({len(folder)} images)",
         save_models=True,
         plots=True,

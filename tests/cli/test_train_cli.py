@@ -1,0 +1,139 @@
+"""`skyfuse train / evaluate / bench` end to end on a tiny synthetic folder with tiny random encoders."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from skyfuse.cli import app
+from tests.encoders import tiny_models
+
+CLASSES = ["beach", "forest", "parking_lot"]
+WORDS = {"beach": "sand water", "forest": "green trees", "parking_lot": "grey cars road"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # type: ignore[no-untyped-def]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from skyfuse.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("train_cli")
+    data = make_synthetic_dataset(root / "data", per_class=8, size=32, classes=CLASSES)
+    caps = root / "caps.csv"
+    with caps.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "caption"])
+        for cls in CLASSES:
+            for p in sorted((data / cls).iterdir()):
+                w.writerow([f"{cls}/{p.name}", f"an image with {WORDS[cls]}"])
+    return {
+        "data": data,
+        "caps": caps,
+        "vit": tiny_models.make_vit(root / "vit"),
+        "bert": tiny_models.make_bert(root / "bert"),
+        "cache": root / "cache",
+        "root": root,
+    }
+
+
+def _common(env: dict[str, Path]) -> list[str]:
+    return [
+        "--captions", str(env["caps"]),
+        "--image-encoder", f"hf:{env['vit']}",
+        "--text-encoder", f"hf:{env['bert']}",
+        "--cache-dir", str(env["cache"]),
+        "--width", "16", "--heads", "2", "--epochs", "2",
+    ]  # fmt: skip
+
+
+def test_train_evaluate_and_refuse_rerun(env: dict[str, Path]) -> None:
+    runner = CliRunner()
+    out = env["root"] / "run"
+    args = [
+        "train",
+        str(env["data"]),
+        "--model",
+        "dual",
+        "--train",
+        "0.5",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+    ]
+    res = runner.invoke(app, [*args, *_common(env)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["oa"] <= 1.0
+    assert {"oa", "aa", "kappa", "per_class", "confusion"} <= set(metrics["test"])
+    assert metrics["split"]["test"] == 12 and metrics["seed"] == 1
+    for name in ("report.md", "confusion.png", "confusion.json", "split.json", "model/bundle.json",
+                 "model/model.safetensors"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert "test OA" in res.output
+
+    again = runner.invoke(app, [*args, *_common(env)])
+    assert again.exit_code == 2 and "finished run" in again.output
+
+    ev = runner.invoke(
+        app,
+        ["evaluate", str(out), str(env["data"]), "--captions", str(env["caps"]),
+         "--cache-dir", str(env["cache"]), "--out", str(env["root"] / "eval")],
+    )  # fmt: skip
+    assert ev.exit_code == 0, ev.output
+    scored = json.loads((env["root"] / "eval" / "metrics.json").read_text())
+    assert scored["test"]["oa"] == pytest.approx(metrics["test"]["oa"])
+    assert scored["test"]["confusion"] == metrics["test"]["confusion"]
+
+
+def test_bench_table_with_probes(env: dict[str, Path]) -> None:
+    out = env["root"] / "bench"
+    res = CliRunner().invoke(
+        app,
+        ["bench", str(env["data"]), "--models", "image,concat", "--train", "0.5", "--seeds", "0,1",
+         "--out", str(out), *_common(env)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "oa_mean" in res.output and "oa_std" in res.output
+    with (out / "bench.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["model"] for r in rows] == [
+        "image",
+        "concat",
+        "probe-image",
+        "probe-text",
+        "probe-image+text",
+    ]
+    assert all(r["runs"] == "2" for r in rows)
+    assert all(0.0 <= float(r["oa_mean"]) <= 100.0 for r in rows)
+    assert len(list((out / "runs").glob("*/metrics.json"))) == 10
+
+
+def test_bad_inputs_are_one_line(env: dict[str, Path]) -> None:
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["train", str(env["data"]), "--train", "0.5", "--out", str(env["root"] / "x")]
+    )
+    assert res.exit_code == 2 and "--captions" in res.output and "Traceback" not in res.output
+    res = runner.invoke(
+        app, ["train", str(env["data"]), "--model", "nope", "--train", "0.5", "--out", str(env["root"] / "y"),
+              *_common(env)],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "unknown model" in res.output
+    res = runner.invoke(app, ["evaluate", str(env["root"] / "missing"), str(env["data"])])
+    assert res.exit_code == 2 and "not found" in res.output
+    res = runner.invoke(app, ["bench", str(env["data"]), "--captions", str(env["caps"]), "--seeds", "a,b",
+                              "--train", "0.5"])  # fmt: skip
+    assert res.exit_code == 2 and "--seeds" in res.output
