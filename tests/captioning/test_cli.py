@@ -118,3 +118,16 @@ def test_audit_and_mask(tmp_path: Path) -> None:
 def test_prompts_listed() -> None:
     r = runner.invoke(app, ["captions", "prompts"])
     assert r.exit_code == 0 and "ground" in text(r) and "paper" in text(r)
+
+
+def test_status_counts_missing_and_failed(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "scenes", per_class=2)
+    out = tmp_path / "c.jsonl"
+    runner.invoke(
+        app, ["caption", str(root), "--out", str(out), "--limit", "3", "-b", "attributes"]
+    )
+    r = runner.invoke(app, ["captions", "status", str(out), "--dataset", str(root)])
+    assert r.exit_code == 1 and "3 of 4 images have a caption" in text(r)
+    runner.invoke(app, ["caption", str(root), "--out", str(out), "-b", "attributes"])
+    r = runner.invoke(app, ["captions", "status", str(out), "--dataset", str(root)])
+    assert r.exit_code == 0 and "4 captions: attributes / attributes-v1 / prompt none" in text(r)

@@ -131,3 +131,20 @@ def test_images_are_sent_as_data_urls(tmp_path: Path) -> None:
     assert url.startswith("data:image/jpeg;base64,")  # 16-bit multiband -> 8-bit RGB JPEG
     with pytest.raises(CaptionFailure):
         encode_image(ImageJob(tmp_path / "c.tif", "A/c.tif", "z", b"junk"), None)
+
+
+def test_prompt_is_part_of_the_resume_key(scenes: Path, tmp_path: Path) -> None:
+    from skyfuse.captioning import resolve_prompt
+
+    mine = tmp_path / "roofs.txt"
+    mine.write_text("Count the roofs.\n")
+    assert resolve_prompt(mine).id == "roofs" and resolve_prompt(mine).text == "Count the roofs."
+    out = tmp_path / "c.jsonl"
+    with StubVLMServer() as srv:
+        for prompt, new in (("ground", 6), ("paper", 6), (mine, 6), ("ground", 0)):
+            s = caption_folder(scenes, openai(srv.url), out, prompt=prompt, progress=False)
+            assert s.captioned == new and s.complete
+        sent = srv.counts["ok"]
+    recs = read_records(out)
+    assert sent == 18 and len(recs) == 18
+    assert {r["prompt_id"] for r in recs} == {"ground", "paper", "roofs"}

@@ -68,7 +68,7 @@ def backend_options(backend: str, **o: Any) -> dict[str, Any]:
 def register(app: typer.Typer) -> None:
     captions = typer.Typer(
         name="captions",
-        help="Work with caption stores: merge shards, audit class-name leakage, list prompts.",
+        help="Work with caption stores: status, merge shards, audit class-name leakage, list prompts.",
         no_args_is_help=True,
     )
     app.add_typer(captions, name="captions")
@@ -294,6 +294,48 @@ def register(app: typer.Typer) -> None:
                 for rel, text in masked.items():
                     f.write(json.dumps({"path": rel, "caption": text, "masked": True}) + "\n")
             console.print(f"{mask}: {len(masked)} masked captions")
+
+    @captions.command("status")
+    @friendly_errors
+    def status(
+        store: Path = typer.Argument(..., help="Caption store (JSONL)."),
+        dataset: Path | None = typer.Option(
+            None, "--dataset", "-d", help="Scene folder: also count its images without a caption."
+        ),
+    ) -> None:
+        """What a store holds: captions per backend / model / prompt, failures still to retry, and (with --dataset) images with no caption yet. Exit status 1 when something is missing."""
+        from collections import Counter
+
+        from skyfuse.captioning.store import latest_captions, read_records
+
+        recs = read_records(store)
+        ok = Counter(
+            (r["backend"], r["model"], r.get("prompt_id"))
+            for r in recs
+            if r.get("status", "ok") == "ok" and r.get("caption") is not None
+        )
+        done_paths = set(latest_captions(recs))
+        failed = {
+            str(r["path"]): str(r.get("error", "?"))
+            for r in recs
+            if r.get("status") == "error" and r["path"] not in done_paths
+        }
+        for (backend, model, prompt), n in ok.most_common():
+            console.print(f"{n} captions: {backend} / {model} / prompt {prompt}", highlight=False)
+        console.print(
+            f"{len(done_paths)} images captioned, {len(failed)} failed (retried by the next run)"
+        )
+        for rel, reason in list(failed.items())[:10]:
+            console.print(f"  failed {rel}: {reason}", highlight=False)
+        missing = 0
+        if dataset is not None:
+            from skyfuse.data.folder import SceneFolder
+
+            rels = [s.rel for s in SceneFolder(dataset).samples]
+            missing = sum(1 for r in rels if r not in done_paths)
+            console.print(f"{dataset}: {len(rels) - missing} of {len(rels)} images have a caption")
+        if failed or missing:
+            raise typer.Exit(1)
 
     @captions.command("prompts")
     def prompts() -> None:
