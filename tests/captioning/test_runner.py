@@ -63,3 +63,21 @@ def test_identical_images_get_one_record_each(tmp_path: Path) -> None:
     assert caps["Beta/copy.png"] == caps["Alpha/alpha_0.png"]
     recs = read_records(out)
     assert len(recs) == 3 and recs[-1]["copied_from"] == "Alpha/alpha_0.png"
+
+
+def test_backend_bugs_become_recorded_failures(tmp_path: Path) -> None:
+    from skyfuse.captioning import Captioner, ImageJob, Prompt
+
+    class Flaky(Captioner):
+        backend = "flaky"
+        model = "flaky-1"
+
+        async def acaption(self, job: ImageJob, prompt: Prompt) -> str:
+            if job.rel.startswith("Beta"):
+                raise ValueError("boom")
+            return "fine"
+
+    root = make_folder(tmp_path / "scenes", per_class=2)
+    s = caption_folder(root, Flaky(), tmp_path / "c.jsonl", progress=False)
+    assert s.captioned == 2 and s.failed == 2 and not s.complete
+    assert s.failures[0][1] == "unexpected ValueError: boom"

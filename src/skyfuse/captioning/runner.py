@@ -192,6 +192,11 @@ class _Run:
             self.hook(self.done, self.summary.failed)
 
 
+def _unexpected(exc: Exception) -> CaptionFailure:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return CaptionFailure(f"unexpected {type(exc).__name__}: {first[:200]}".rstrip(": "))
+
+
 class _GroupCommit:
     """Writes results from a helper thread so that fsync never blocks the event loop; results that
     arrive while a write is in progress are committed together by the next one."""
@@ -257,6 +262,10 @@ def _run_sync(run: _Run, samples: list[Sample], concurrency: int) -> None:
             results = cap.caption_batch(batch, run.prompt)
         except CaptionFailure as exc:
             results = [exc] * len(batch)
+        except FatalCaptionError:
+            raise
+        except Exception as exc:  # one bad batch must not end a long batch job
+            results = [_unexpected(exc)] * len(batch)
         per = (time.perf_counter() - t0) / len(batch)
         if len(results) != len(batch):
             raise RuntimeError(
@@ -295,6 +304,10 @@ async def _run_async(run: _Run, samples: list[Sample], concurrency: int) -> None
                 res: str | CaptionFailure = await cap.acaption(job, run.prompt)
             except CaptionFailure as exc:
                 res = exc
+            except FatalCaptionError:
+                raise
+            except Exception as exc:  # one image must not end a long batch job
+                res = _unexpected(exc)
             # the slot bounds requests in flight: free it before the (fsynced) write
             sem.release()
             released = True
