@@ -148,3 +148,14 @@ def test_prompt_is_part_of_the_resume_key(scenes: Path, tmp_path: Path) -> None:
     recs = read_records(out)
     assert sent == 18 and len(recs) == 18
     assert {r["prompt_id"] for r in recs} == {"ground", "paper", "roofs"}
+
+
+def test_no_server_stops_the_run(scenes: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cap = openai(f"http://127.0.0.1:{port}/v1", max_retries=1)
+    with pytest.raises(BadInputError, match="start the server or check --base-url"):
+        caption_folder(scenes, cap, tmp_path / "c.jsonl", progress=False, concurrency=2)

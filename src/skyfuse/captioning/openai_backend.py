@@ -285,14 +285,19 @@ class OpenAICaptioner(Captioner):
         body = self.request_body(job, prompt)
         url = self.base_url + "/chat/completions"
         reason = ""
+        unreachable = False
         for attempt in range(self.max_retries + 1):
             wait: float | None = None
+            unreachable = False
             try:
                 resp = await client.post(url, content=body, headers=_JSON)
+            except httpx.ConnectError as exc:
+                unreachable = True
+                reason = f"cannot connect ({str(exc) or type(exc).__name__})"
             except httpx.TimeoutException as exc:
                 reason = f"timed out ({type(exc).__name__})"
             except httpx.TransportError as exc:
-                reason = f"connection problem ({type(exc).__name__}: {exc or 'dropped'})"
+                reason = f"connection problem ({type(exc).__name__}: {str(exc) or 'dropped'})"
             else:
                 status = resp.status_code
                 if status == 200:
@@ -312,6 +317,11 @@ class OpenAICaptioner(Captioner):
             if wait is not None:
                 delay = min(wait, MAX_RETRY_AFTER_S) + self._rng.uniform(0, 0.1 * self.backoff)
             await asyncio.sleep(delay)
+        if unreachable:  # still no server after every retry: stop instead of failing each image
+            raise FatalCaptionError(
+                f"{_safe_url(self.base_url)}: {reason} after {self.max_retries + 1} attempts;"
+                " start the server or check --base-url"
+            )
         raise CaptionFailure(f"gave up after {self.max_retries + 1} attempts; last: {reason}")
 
     async def aclose(self) -> None:
