@@ -71,7 +71,10 @@ def make_bundle(
     )
     torch.manual_seed(seed)
     net = create_model(cfg)
-    image_id, text_id = ids or encoder_specs()
+    # as training runs write them: full encoder ids, plus the names the user gave in `extra`
+    image_id, text_id = ids or (image_encoder.encoder_id, text_encoder.encoder_id)
+    image_name, text_name = encoder_specs()
+    extra = {} if ids else {"image_encoder_name": image_name, "text_encoder_name": text_name}
     return save_bundle(
         out,
         net,
@@ -80,6 +83,7 @@ def make_bundle(
         image_encoder=image_id,
         text_encoder=text_id,
         prompt_id="ground",
+        extra=extra,
     )
 
 

@@ -82,7 +82,7 @@ def test_bad_inputs(predictor, tmp_path: Path) -> None:  # type: ignore[no-untyp
 
 
 def test_encoders_built_from_the_bundle(bundle_dir: Path) -> None:
-    alone = Predictor(bundle_dir)  # hf:<folder> names stored in the bundle
+    alone = Predictor(bundle_dir)  # built from the hf:<folder> names kept in the bundle's extra
     assert alone.image_encoder.encoder_id == encoders()[0].encoder_id
     p = alone.predict([random_image(seed=9)], ["roads and roofs"], top_k=1)[0]
     assert p.top_k[0].label in CLASSES

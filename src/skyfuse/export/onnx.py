@@ -326,16 +326,24 @@ def export_bundle(
         "prompt_id": bundle.prompt_id,
     }
     if encoders:
-        from skyfuse.inference.predictor import _build_image_encoder, _build_text_encoder
+        from skyfuse.inference.predictor import build_encoder
 
         stem = out.with_suffix("")
-        for kind, given, build, exporter in (
-            ("image", image_encoder, _build_image_encoder, export_image_encoder),
-            ("text", text_encoder, _build_text_encoder, export_text_encoder),
+        for kind, given, exporter in (
+            ("image", image_encoder, export_image_encoder),
+            ("text", text_encoder, export_text_encoder),
         ):
             path = stem.with_name(f"{stem.name}.{kind}_encoder.onnx")
             try:
-                enc = given if given is not None else build(getattr(bundle, f"{kind}_encoder"))
+                enc = (
+                    given
+                    if given is not None
+                    else build_encoder(
+                        getattr(bundle, f"{kind}_encoder"),
+                        kind,
+                        bundle.extra.get(f"{kind}_encoder_name"),
+                    )
+                )
                 res = exporter(enc, path, opset=opset)
                 if res.max_abs_diff is None or res.max_abs_diff > tolerance:
                     res.error = f"differs from torch by {res.max_abs_diff}"

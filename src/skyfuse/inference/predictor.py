@@ -115,8 +115,13 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.model = self.bundle.model.to(self.device).eval()
         self.class_names: list[str] = list(self.bundle.class_names)
-        self.image_encoder = image_encoder or _build_image_encoder(self.bundle.image_encoder)
-        self.text_encoder = text_encoder or _build_text_encoder(self.bundle.text_encoder)
+        extra = self.bundle.extra
+        self.image_encoder = image_encoder or build_encoder(
+            self.bundle.image_encoder, "image", extra.get("image_encoder_name")
+        )
+        self.text_encoder = text_encoder or build_encoder(
+            self.bundle.text_encoder, "text", extra.get("text_encoder_name")
+        )
         check_encoder(self.image_encoder, self.bundle.image_encoder, "image", self.model_dir)
         check_encoder(self.text_encoder, self.bundle.text_encoder, "text", self.model_dir)
         for enc in (self.image_encoder, self.text_encoder):
@@ -274,34 +279,31 @@ def make_caption_fn(spec: Any, *, prompt: str | None = None, **options: Any) -> 
     return run
 
 
-def _encoder_names(encoder_id: str) -> list[str]:
-    """Registry names to try for a stored encoder id: ids look like ``<name>@<fingerprint>:<options>``."""
-    names = [encoder_id.rsplit("@", 1)[0]] if "@" in encoder_id else []
-    return [*names, encoder_id]
+def _encoder_names(encoder_id: str, name: str | None = None) -> list[str]:
+    """Registry names to try: the name the user trained with (bundles keep it in ``extra``), then the
+    id's prefix (ids look like ``<name>@<fingerprint>:<options>``), then the id itself."""
+    names = [name] if name else []
+    if "@" in encoder_id:
+        names.append(encoder_id.rsplit("@", 1)[0])
+    names.append(encoder_id)
+    return list(dict.fromkeys(names))
 
 
-def _build_encoder(encoder_id: str, kind: str) -> Any:
+def build_encoder(encoder_id: str, kind: str, name: str | None = None) -> Any:
+    """Build the ``kind`` ("image" or "text") encoder a bundle names (registry name or full id)."""
     from skyfuse.encoders import create_image_encoder, create_text_encoder
 
     factory = create_image_encoder if kind == "image" else create_text_encoder
     last: Exception | None = None
-    for name in _encoder_names(encoder_id):
+    for candidate in _encoder_names(encoder_id, name):
         try:
-            return factory(name)
+            return factory(candidate)
         except (SkyfuseError, OSError) as exc:
             last = exc
     raise ConfigError(
         f"cannot build the bundle's {kind} encoder {encoder_id!r} ({last}); pass"
         f" --{kind}-encoder with the registry name or folder it was trained with"
     )
-
-
-def _build_image_encoder(encoder_id: str) -> Any:
-    return _build_encoder(encoder_id, "image")
-
-
-def _build_text_encoder(encoder_id: str) -> Any:
-    return _build_encoder(encoder_id, "text")
 
 
 def check_encoder(encoder: Any, expected: str, kind: str, model_dir: Path) -> None:
