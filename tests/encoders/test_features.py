@@ -86,6 +86,7 @@ def test_cache_hit_miss_and_caption_change(
         "image_computed": 0,
         "text_cached": len(set(caps.values())),
         "text_computed": 0,
+        "text_truncated": 0,
     }
     assert torch.equal(again.image_tokens, first.image_tokens)
     assert torch.equal(again.text_tokens, first.text_tokens)
@@ -198,3 +199,14 @@ def test_lightning_predict_path_matches(scene, tiny_vit, tiny_bert, tmp_path) ->
     assert fs.rels == ref.rels
     assert torch.allclose(fs.image_tokens.float(), ref.image_tokens.float(), atol=1e-3)
     assert torch.allclose(fs.text_pooled, ref.text_pooled, atol=1e-3)
+
+
+def test_truncated_captions_are_counted(scene, tiny_vit, bert_folder) -> None:
+    from skyfuse.encoders import create_text_encoder
+
+    root, caps = scene
+    short = create_text_encoder(f"hf:{bert_folder}", max_length=6)
+    fs = _run(SceneFolder(root), caps, tiny_vit, short, None)
+    expected = sum(len(short.tokenize([c])["input_ids"][0]) >= 6 for c in set(caps.values()))
+    assert fs.stats["text_truncated"] == short.count_truncated(list(set(caps.values()))) > 0
+    assert fs.text_tokens.shape[1] == 6 and expected >= fs.stats["text_truncated"]

@@ -130,6 +130,12 @@ def features(
         highlight=False,
         soft_wrap=True,
     )
+    if st.get("text_truncated"):
+        console.print(
+            f"{st['text_truncated']} caption(s) longer than {te.max_length} tokens were truncated"
+            " (raise --max-length if the encoder allows it)",
+            soft_wrap=True,
+        )
     if fs.skipped:
         err_console.print(f"[yellow]{len(fs.skipped)} image(s) skipped[/yellow]")
         for rel, why in list(fs.skipped.items())[:10]:

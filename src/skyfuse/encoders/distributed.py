@@ -149,6 +149,7 @@ def extract_features_distributed(
             "image_computed": fs.stats.get("image_cached", 0) - hits,
             "text_cached": thits,
             "text_computed": fs.stats.get("text_cached", 0) - thits,
+            "text_truncated": fs.stats.get("text_truncated", 0),
         }
         return fs
     finally:

@@ -46,7 +46,8 @@ class FeatureSet:
 
     Tokens are fp16, padded to the longest sequence in the set; masks are True for real tokens;
     pooled vectors are fp32. `skipped` maps rel -> reason for samples left out (corrupt image,
-    missing caption); `stats` counts distinct images / captions reused from the cache or computed.
+    missing caption); `stats` counts distinct images / captions reused from the cache or computed, and
+    captions cut at the text encoder's max_length (`text_truncated`).
     """
 
     rels: list[str]
@@ -385,8 +386,10 @@ def extract_features(
         ttask = bar.task("text features", len(texts))
         bar.advance(ttask, len(texts) - len(ttodo))
         stats.update(text_cached=len(texts) - len(ttodo), text_computed=len(ttodo))
-        if ttodo and hasattr(text_encoder, "count_truncated"):
-            cut = text_encoder.count_truncated([t for _, t in ttodo])
+        if texts and hasattr(text_encoder, "count_truncated"):
+            # tokenising is cheap next to encoding; counting all captions keeps the figure honest
+            cut = int(text_encoder.count_truncated(list(texts.values())))
+            stats["text_truncated"] = cut
             if cut:
                 log.info(
                     "%d caption(s) longer than %d tokens were truncated",
