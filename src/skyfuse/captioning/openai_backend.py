@@ -209,7 +209,10 @@ class OpenAICaptioner(Captioner):
             _cache_missing_sniffio()
 
             per = max(8, -(-self.pool_size // CLIENT_SHARDS))
-            ssl_context = httpx.create_ssl_context()  # loading CA certificates costs ~0.1 s each
+            # one shared TLS context: loading CA certificates costs ~0.1 s per client; plain http
+            # (a local vLLM/Ollama) never uses TLS, so it does not load them at all
+            https = self.base_url.startswith("https://")
+            ssl_context = httpx.create_ssl_context() if https else False
             self._clients = [
                 httpx.AsyncClient(
                     timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
