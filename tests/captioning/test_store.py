@@ -95,3 +95,30 @@ def test_group_commit_writes_each_record_once(tmp_path: Path) -> None:
         st.append_many([rec("A/a.png", "1"), rec("A/a.png", "1"), rec("A/b.png", "2")])
         st.append_many([rec("A/a.png", "1"), rec("A/c.png", "3", caption=None, error="x")])
     assert [r["path"] for r in read_records(out)] == ["A/a.png", "A/b.png", "A/c.png"]
+
+
+def test_any_truncation_is_repaired_to_a_prefix(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    full = tmp_path / "full.jsonl"
+    with CaptionStore(full) as s:
+        for i in range(6):
+            s.append(rec(f"A/{i}.png", str(i), caption=f"caption {i} ünïcode"))
+    data = full.read_bytes()
+    originals = read_records(full)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(min_value=0, max_value=len(data)))
+    def check(cut: int) -> None:
+        path = tmp_path / "cut.jsonl"
+        path.write_bytes(data[:cut])
+        (tmp_path / "cut.jsonl.torn").unlink(missing_ok=True)
+        with CaptionStore(path) as s:
+            kept = s.state.records
+            s.append(rec("A/new.png", "new"))
+        recs = read_records(path)
+        assert recs[:kept] == originals[:kept] and recs[-1]["path"] == "A/new.png"
+        assert len(recs) == kept + 1 and path.read_bytes().endswith(b"\n")
+
+    check()
