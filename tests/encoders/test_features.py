@@ -210,3 +210,28 @@ def test_truncated_captions_are_counted(scene, tiny_vit, bert_folder) -> None:
     expected = sum(len(short.tokenize([c])["input_ids"][0]) >= 6 for c in set(caps.values()))
     assert fs.stats["text_truncated"] == short.count_truncated(list(set(caps.values()))) > 0
     assert fs.text_tokens.shape[1] == 6 and expected >= fs.stats["text_truncated"]
+
+
+def test_all_images_unreadable_gives_an_empty_set(scene, tiny_vit, tiny_bert) -> None:
+    root, caps = scene
+    folder = SceneFolder(root)
+    for s in folder.samples:
+        s.path.write_bytes(b"")
+    fs = _run(folder, caps, tiny_vit, tiny_bert, None)
+    assert len(fs) == 0 and len(fs.skipped) == len(folder)
+    assert fs.image_tokens.shape == (0, 1, 32) and fs.image_pooled.shape == (0, 32)
+    assert fs.text_pooled.shape == (0, tiny_bert.dim)
+
+
+def test_image_changed_after_hashing_is_not_cached_under_the_old_key(
+    scene, tiny_vit, tmp_path
+) -> None:
+    from skyfuse.data.images import sha256_file
+    from skyfuse.encoders.features import load_pixels
+
+    root, _ = scene
+    sample = SceneFolder(root).samples[0]
+    key = sha256_file(sample.path)
+    sample.path.write_bytes(SceneFolder(root).samples[1].path.read_bytes())
+    keys, pixels, failed = load_pixels([(key, sample.path)], tiny_vit)
+    assert keys == [] and pixels is None and "changed while" in failed[key]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from skyfuse.data.images import decode_image
+from skyfuse.data.images import decode_image, sha256_bytes
 from skyfuse.data.transforms import preprocess_image
 from skyfuse.encoders.base import ImageEncoder, ImagePreprocess, TextEncoder
 from skyfuse.encoders.cache import FeatureCache, text_key
@@ -35,7 +35,10 @@ class _ImageItems(Dataset[tuple[str, torch.Tensor | None]]):
     def __getitem__(self, i: int) -> tuple[str, torch.Tensor | None]:
         key, path = self.items[i]
         try:
-            return key, preprocess_image(decode_image(Path(path).read_bytes(), path), self.cfg)
+            data = Path(path).read_bytes()
+            if sha256_bytes(data) != key:  # changed since it was hashed: not cached under this key
+                return key, None
+            return key, preprocess_image(decode_image(data, path), self.cfg)
         except (ImageDecodeError, OSError):
             return key, None  # reported by the assembling pass, which retries it
 

@@ -138,11 +138,19 @@ def hash_images(
 def load_pixels(
     items: Sequence[tuple[str, Path]], encoder: ImageEncoder
 ) -> tuple[list[str], torch.Tensor | None, dict[str, str]]:
-    """Decode + preprocess one batch: (keys that worked, pixels, key -> failure reason)."""
+    """Decode + preprocess one batch: (keys that worked, pixels, key -> failure reason).
+
+    A key is the sha256 of the file as hashed earlier; a file whose bytes no longer match was
+    changed meanwhile and is reported rather than cached under a key that is no longer its own.
+    """
     keys, images, failed = [], [], {}
     for key, path in items:
         try:
-            images.append(decode_image(Path(path).read_bytes(), path))
+            data = Path(path).read_bytes()
+            if sha256_bytes(data) != key:
+                failed[key] = f"{path}: changed while features were extracted; run again"
+                continue
+            images.append(decode_image(data, path))
             keys.append(key)
         except ImageDecodeError as exc:
             failed[key] = str(exc)
@@ -282,23 +290,16 @@ def _text_entries(
     return done
 
 
-def _stack(entries: Sequence[Entry]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _stack(entries: Sequence[Entry], dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pad variable-length token entries into (M, N, D) fp16 tokens, (M, N) mask, (M, D) pooled."""
     m = len(entries)
-    if m == 0:
-        return (
-            torch.zeros(0, 1, 0, dtype=torch.float16),
-            torch.zeros(0, 1, dtype=torch.bool),
-            torch.zeros(0, 0),
-        )
-    dim = entries[0][1].shape[-1]
-    n = max(1, max(t.shape[0] for t, _ in entries))
+    n = max([1, *(t.shape[0] for t, _ in entries)])
     tokens = torch.zeros(m, n, dim, dtype=torch.float16)
     mask = torch.zeros(m, n, dtype=torch.bool)
     for i, (t, _) in enumerate(entries):
         tokens[i, : t.shape[0]] = t
         mask[i, : t.shape[0]] = True
-    pooled = torch.stack([p.float() for _, p in entries])
+    pooled = torch.stack([p.float() for _, p in entries]) if m else torch.zeros(0, dim)
     return tokens, mask, pooled
 
 
@@ -408,10 +409,16 @@ def extract_features(
             )
         )
 
-    for rel, why in skipped.items():
-        log.warning("skipped %s: %s", rel, why)
-    it, im, ip = _stack([image_entries[shas[s.rel]] for s in live])
-    tt, tm, tp = _stack([text_entries[tkeys[s.rel]] for s in live])
+    if skipped:
+        rel, why = next(iter(skipped.items()))
+        log.warning(
+            "%d image(s) skipped (FeatureSet.skipped lists them), e.g. %s: %s",
+            len(skipped),
+            rel,
+            why,
+        )
+    it, im, ip = _stack([image_entries[shas[s.rel]] for s in live], image_encoder.dim)
+    tt, tm, tp = _stack([text_entries[tkeys[s.rel]] for s in live], text_encoder.dim)
     return FeatureSet(
         rels=[s.rel for s in live],
         image_tokens=it,
