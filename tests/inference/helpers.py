@@ -87,6 +87,38 @@ def make_bundle(
     )
 
 
+def make_zeroshot_bundle(out: Path, *, seen: list[str] | None = None) -> Path:
+    """A randomly initialised zero-shot (semantic head) bundle over the tiny encoders."""
+    import torch
+
+    from skyfuse.models import FusionConfig
+    from skyfuse.zeroshot.head import SemanticHead
+    from skyfuse.zeroshot.model import save_zeroshot_model
+
+    image_encoder, text_encoder = encoders()
+    base = FusionConfig(
+        model="dual",
+        image_dim=image_encoder.dim,
+        text_dim=text_encoder.dim,
+        num_classes=2,
+        width=32,
+        heads=2,
+        levels=1,
+    )
+    torch.manual_seed(0)
+    image_name, text_name = encoder_specs()
+    return save_zeroshot_model(
+        out,
+        SemanticHead.build(base),
+        seen_classes=seen or CLASSES,
+        image_encoder=image_name,
+        text_encoder=text_name,
+        image_encoder_id=image_encoder.encoder_id,
+        text_encoder_id=text_encoder.encoder_id,
+        prompt_id="ground",
+    )
+
+
 def make_predictor(model_dir: Path, **kw: Any) -> Any:
     from skyfuse.inference import Predictor
 
