@@ -65,6 +65,7 @@ from skyfuse.models.e2e import (  # noqa: E402
 from skyfuse.models.reference import PaperFusion  # noqa: E402
 
 NUM_CLASSES = 30
+LOADER_S = 30.0  # budget the loader measurement needs
 INFER_COMPILE_S = 60.0  # budget needed to also compile the inference graph (H100 machine, 16 cores)
 ISSUE_TARGETS = {"speedup_vs_paper_fp32": 8.0, "mfu": 0.35}
 
@@ -114,6 +115,27 @@ def default_variants(big_batch: int, compile_mode: str) -> list[Variant]:
                 note=f"+ batch {big_batch}"),
         replace(ours, name="ours-compiled", precision="bf16", batch=big_batch,
                 compile_mode=compile_mode, note=f"+ torch.compile({compile_mode})"),
+    ]  # fmt: skip
+
+
+def extra_variants(big_batch: int) -> list[Variant]:
+    """Candidates beyond the default set (--extra): each costs minutes of compilation."""
+    base = Variant(
+        "ours-compiled-autotune",
+        "ours",
+        big_batch,
+        "bf16",
+        "sdpa",
+        "adamw-fused",
+        "uint8-pinned",
+        "max-autotune-no-cudagraphs",
+        True,
+        note="+ Triton GEMM templates with fused epilogues (autotuned)",
+    )
+    return [
+        base,
+        replace(base, name="ours-compiled-cudagraphs", compile_mode="reduce-overhead",
+                note="+ CUDA graphs (launch overhead)"),
     ]  # fmt: skip
 
 
@@ -595,6 +617,46 @@ def profile_steps(train_step: Callable[[int], None], s: Settings, base: int) -> 
     return summary
 
 
+# -- the input pipeline on this machine ---------------------------------------------------------------
+def measure_loader(n: int, size: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """bench/loader.py on this machine's CPUs: JPEG decode vs pixel cache, several workers.
+
+    The JPEGs are procedural 600 px scenes (no real data travels to a GPU machine), 22 drawn and
+    copied to `n` files: decode cost depends on content, so real photos may decode a bit slower."""
+    import importlib.util
+    import shutil
+
+    from skyfuse.data.folder import SceneFolder
+    from skyfuse.data.synthetic import make_synthetic_dataset
+    from skyfuse.encoders.base import ImagePreprocess
+
+    spec = importlib.util.spec_from_file_location(
+        "skyfuse_bench_loader", REPO / "bench" / "loader.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench_loader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_loader)
+    cpus = os.cpu_count() or 1
+    workers = sorted({min(4, cpus), cpus})
+    with tempfile.TemporaryDirectory() as tmp:
+        src = make_synthetic_dataset(Path(tmp) / "src", per_class=2, size=600)
+        files = sorted(src.rglob("*.jpg"))
+        for k in range(n):
+            f = files[k % len(files)]
+            dest = Path(tmp) / "jpeg" / f.parent.name / f"{k:05d}.jpg"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest)
+        samples = SceneFolder(Path(tmp) / "jpeg").samples
+        pre = ImagePreprocess(size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "exact")
+        result: dict[str, Any] = bench_loader.run(
+            samples, preprocess=pre, workers=workers, batch=64, batches=4,
+            cache_dir=Path(tmp) / "cache", build_workers=cpus,
+        )  # fmt: skip
+    result["source"] = "synthetic 600 px JPEG scenes (skyfuse.data.synthetic), copied to n files"
+    log(f"[loader] {json.dumps(result['loader'])}")
+    return result
+
+
 # -- the run ------------------------------------------------------------------------------------------
 def device_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"device_type": device.type}
@@ -675,6 +737,7 @@ def finish(results: list[Result], peak: dict[str, Any]) -> dict[str, Any]:
     if best is not None and best.train:
         verdict.update(
             best_variant=best.variant.name,
+            best_images_per_s=best.train["images_per_s"],
             speedup=best.train.get("speedup_vs_paper_fp32"),
             mfu=best.train.get("mfu_vs_bf16_matmul"),
         )
@@ -711,8 +774,8 @@ def table(report: dict[str, Any]) -> str:
     ours = next((v for v in report["variants"] if v["model"] == "ours" and v["flops"]), None)
     if ours:
         lines.append(
-            f"model FLOPs per image (ours): train {ours['flops']['train_per_image'] / 1e9:,.1f} G,"
-            f" inference {ours['flops']['infer_per_image'] / 1e9:,.1f} G;"
+            f"model FLOPs per image (ours): train {ours['flops']['train_per_image'] / 1e9:,.4g} G,"
+            f" inference {ours['flops']['infer_per_image'] / 1e9:,.4g} G;"
             f" measured bf16 matmul {fmt((peak.get('bf16_matmul_flops_per_s') or 0) / 1e12, ',.1f')} TFLOP/s"
         )
     v = report["verdict"]
@@ -721,6 +784,16 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             f"targets: {v['best_variant']} {fmt(sp, '.2f')}x paper-fp32 (>= 8x: {'met' if v['speedup_met'] else 'NOT met'}),"
             f" MFU {fmt(None if mfu is None else 100 * mfu, '.1f')} % (>= 35 %: {'met' if v['mfu_met'] else 'NOT met'})"
+        )
+    loader = report.get("loader") or {}
+    if loader.get("loader"):
+        best = {}
+        for r in loader["loader"]:
+            best[r["path"]] = max(best.get(r["path"], 0.0), r["images_per_s"])
+        lines.append(
+            f"loader on this machine's CPUs ({max(r['workers'] for r in loader['loader'])} workers):"
+            f" JPEG {best.get('jpeg', 0):,.0f} img/s, pixel cache {best.get('cache', 0):,.0f} img/s"
+            f" (the GPU consumes {fmt(v.get('best_images_per_s'), ',.0f')} img/s)"
         )
     prof = report.get("profile")
     if prof:
@@ -771,6 +844,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tf32", action="store_true", help="allow TF32 for fp32 matmuls (off: true fp32)"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (smoke: 1)")
+    p.add_argument(
+        "--extra", action="store_true", help="also max-autotune and CUDA-graph compiled variants"
+    )
+    p.add_argument(
+        "--loader-images",
+        type=int,
+        default=None,
+        help="time the input pipeline on this machine's CPUs over N synthetic 600 px JPEGs"
+        " (default 256 on a GPU, 0 = off, off with --smoke)",
+    )
     return p.parse_args(argv)
 
 
@@ -794,13 +877,14 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             "no CUDA device: the full-size run needs a GPU; use --smoke on a CPU", file=sys.stderr
         )
         return 2
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32
-    torch.backends.cudnn.allow_tf32 = args.tf32
-    if hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
-        torch.backends.cuda.enable_cudnn_sdp(True)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32  # PyTorch's default (False): true fp32 GEMMs
+    if args.tf32:
+        torch.backends.cudnn.allow_tf32 = True
     smoke = args.smoke
     sizes = smoke_sizes() if smoke else paper_sizes()
     variants = default_variants(8 if smoke else args.batch, args.compile_mode)
+    if args.extra:
+        variants += extra_variants(8 if smoke else args.batch)
     if smoke:
         variants = [replace(v, batch=4 if v.batch == 64 else 8) for v in variants]
     if args.variants:
@@ -870,6 +954,16 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     prof = next((r for r in results if r.profile), None)
     if prof is not None:
         report["profile"] = {"variant": prof.variant.name, **(prof.profile or {})}
+    n_loader = args.loader_images if args.loader_images is not None else (0 if smoke else 256)
+    if n_loader > 0:
+        if s.deadline - time.monotonic() > LOADER_S:
+            try:
+                report["loader"] = measure_loader(n_loader, sizes.image_size, log)
+            except Exception as exc:
+                report["loader"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                log(traceback.format_exc(limit=6))
+        else:
+            report["loader"] = {"skipped": "time budget"}
     report["meta"]["wall_s"] = time.monotonic() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")[1])

@@ -59,6 +59,9 @@ def loader_rate(
     seed: int = 0,
 ) -> dict[str, float]:
     """Images/s of a DataLoader over `dataset` in steady state (start-up batches excluded)."""
+    size = len(dataset)  # type: ignore[arg-type]
+    if size < batch:
+        raise ValueError(f"{size} images cannot fill one batch of {batch}; use a smaller --batch")
     loader = make_loader(
         dataset, batch_size=batch, shuffle=True, workers=workers, drop_last=True, seed=seed
     )
@@ -69,7 +72,7 @@ def loader_rate(
     while seen < warmup + batches:
         try:
             b = next(it)
-        except StopIteration:
+        except StopIteration:  # next epoch (persistent workers stay up)
             it = iter(loader)
             continue
         seen += 1
@@ -106,6 +109,7 @@ def run(
     build_workers: int,
 ) -> dict[str, Any]:
     """Time both paths for each worker count; returns the numbers (no printing)."""
+    batch = min(batch, len(samples))
     t = time.perf_counter()
     cache = build_pixel_cache(
         samples, cache_dir, preprocess=preprocess, workers=build_workers, reuse=False
