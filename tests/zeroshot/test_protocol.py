@@ -156,3 +156,23 @@ def test_cli_export_descriptions_and_errors(world: dict[str, Path], tmp_path: Pa
     assert (
         result.exit_code == 2 and "bad.yaml" in result.output and "Traceback" not in result.output
     )
+
+
+def test_pool_image_tokens() -> None:
+    import torch
+
+    from skyfuse.zeroshot.protocol import pool_image_tokens
+    from tests.zeroshot.fakes import Features
+
+    grid = torch.arange(16.0).reshape(1, 4, 4)  # one channel, a 4x4 token grid
+    tokens = grid.flatten(1)[:, :, None].repeat(2, 1, 3)  # (2, 16, 3)
+    feats = Features(["a/1", "a/2"], tokens, torch.ones(2, 16, dtype=torch.bool),
+                     torch.zeros(2, 1, 4), torch.ones(2, 1, dtype=torch.bool), torch.zeros(2, 4))  # fmt: skip
+    pooled = pool_image_tokens(feats, 2)
+    assert pooled.image_tokens.shape == (2, 4, 3) and pooled.image_mask.all()
+    assert pooled.image_tokens[0, :, 0].tolist() == [2.5, 4.5, 10.5, 12.5]
+    assert pool_image_tokens(feats, 4) is feats
+    odd = Features(["a/1"], torch.zeros(1, 17, 3), torch.ones(1, 17, dtype=torch.bool),
+                   torch.zeros(1, 1, 4), torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, 4))  # fmt: skip
+    with pytest.raises(ConfigError, match="square grid"):
+        pool_image_tokens(odd, 2)

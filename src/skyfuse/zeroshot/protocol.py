@@ -48,6 +48,7 @@ class ZeroShotSettings:
     templates: Sequence[str] = DEFAULT_TEMPLATES
     fusion: dict[str, Any] = field(default_factory=dict)
     train: HeadTrainConfig = field(default_factory=HeadTrainConfig)
+    image_grid: int | None = None
     save_fold_models: bool = False
     final_model: bool = True
 
@@ -62,8 +63,36 @@ class ZeroShotSettings:
             "captions": list(self.captions),
             "templates": list(self.templates),
             "fusion": dict(self.fusion),
+            "image_grid": self.image_grid,
             "train": self.train.model_dump(mode="json"),
         }
+
+
+def pool_image_tokens(features: Any, grid: int) -> Any:
+    """Average a square token grid (e.g. EfficientNet's 7x7) down to grid x grid tokens.
+
+    Why: on a CPU the fusion's cost grows with the number of image tokens; 2x2 or 3x3 regions keep
+    the layout coarsely and make a K-fold run minutes instead of hours.
+    """
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    tokens = features.image_tokens
+    b, n, d = tokens.shape
+    side = round(n**0.5)
+    if side * side != n or not bool(features.image_mask.all()):
+        raise ConfigError(
+            f"--image-grid needs a square grid of image tokens; this encoder gives {n} (drop the option)"
+        )
+    if grid >= side:
+        return features
+    pooled = F.adaptive_avg_pool2d(tokens.float().transpose(1, 2).reshape(b, d, side, side), grid)
+    return dataclasses.replace(
+        features,
+        image_tokens=pooled.flatten(2).transpose(1, 2).to(tokens.dtype).contiguous(),
+        image_mask=torch.ones(b, grid * grid, dtype=torch.bool),
+    )
 
 
 def fusion_base(settings: ZeroShotSettings, features: FeatureRows) -> FusionConfig:
@@ -247,6 +276,8 @@ def run_zeroshot(
             batch_size=batch_size,
             show_progress=show_progress,
         )
+        if settings.image_grid:
+            features[setting] = pool_image_tokens(features[setting], settings.image_grid)
     usable = set.intersection(*(set(f.rels) for f in features.values()))
     skipped = [s.rel for s in folder.samples if s.rel not in usable]
     if skipped:
