@@ -126,3 +126,37 @@ def test_loader_bench_runs(tmp_path: Path) -> None:
     paths = {r["path"]: r["images_per_s"] for r in result["loader"]}
     assert set(paths) == {"jpeg", "cache"} and all(v > 0 for v in paths.values())
     assert result["cached"] == 12 and result["cache_build"]["bytes"] >= 12 * 32 * 32 * 3
+
+
+def test_profile_summary_on_a_gpu_trace(gpu: ModuleType) -> None:
+    """The CUDA branch of the summary (not reachable on a CPU) on a hand-made event list."""
+    from types import SimpleNamespace
+
+    import torch
+
+    def ev(
+        key: str, us: float, device: str = "DeviceType.CUDA", count: int = 3, ann: bool = False
+    ) -> Any:
+        return SimpleNamespace(
+            key=key, count=count, device_type=device, self_device_time_total=us,
+            self_cpu_time_total=5.0, is_user_annotation=ann,
+        )  # fmt: skip
+
+    events = [
+        ev("sm90_xmma_gemm_bf16bf16_bf16f32", 6000),
+        ev("void pytorch_flash::flash_fwd_kernel<>", 1500),
+        ev("triton_per_fused_native_layer_norm_3", 1500),
+        ev("Memcpy HtoD (Pinned -> Device)", 1000),
+        ev("aten::mm", 6000, device="DeviceType.CPU"),  # a CPU op: its kernel is counted above
+        ev("## Call CompiledFxGraph ##", 9000, ann=True),  # an annotation spanning kernels
+    ]
+    prof = SimpleNamespace(key_averages=lambda: events)
+    summary = gpu.summarize_profile(prof, torch.device("cuda"), steps=3, wall_s=0.012)
+    assert summary["busy_ms_per_step"] == pytest.approx(10.0 / 3)
+    assert summary["busy_fraction"] == pytest.approx((10.0 / 3) / 4.0)
+    cats = summary["categories"]
+    assert cats["gemm"]["share"] == pytest.approx(0.6)
+    assert cats["attention"]["share"] == cats["layer norm"]["share"] == pytest.approx(0.15)
+    assert cats["memcpy/memset"]["share"] == pytest.approx(0.1)
+    assert summary["top"][0]["name"].startswith("sm90_xmma_gemm")
+    assert len(summary["top"]) == 4 and summary["top"][0]["calls_per_step"] == 1
