@@ -83,8 +83,10 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[InputImage]:
 
 
 def lookup_caption(captions: Mapping[str, str], item: InputImage) -> str | None:
-    """The caption for an input: by relative key, then by path as given, then by file name."""
-    for key in (item.key, str(item.path), item.path.name):
+    """The caption for an input: by its key, by its path as given, then by ever shorter tails of the
+    key (``image/Airport/a.jpg`` finds ``Airport/a.jpg`` of a paper-layout store, then ``a.jpg``)."""
+    parts = item.key.split("/")
+    for key in (item.key, str(item.path), *("/".join(parts[i:]) for i in range(1, len(parts)))):
         if key in captions:
             return captions[key]
     return None

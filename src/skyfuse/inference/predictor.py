@@ -108,8 +108,8 @@ class Predictor:
         self.bundle = load_bundle(self.model_dir)
         if self.bundle.extra.get("task") == "zeroshot":
             raise ConfigError(
-                f"{self.model_dir}: a zero-shot bundle; load it with"
-                " skyfuse.inference.load_predictor (CLI: pass --classes)"
+                f"{self.model_dir}: a zero-shot bundle; predict with `skyfuse predict --classes`"
+                " (Python: skyfuse.inference.load_predictor); explain needs a classification bundle"
             )
         self.device = torch.device(device)
         self.batch_size = max(1, int(batch_size))

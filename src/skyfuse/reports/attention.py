@@ -73,8 +73,8 @@ def word_weights(explanation: Any) -> list[tuple[str, float]] | None:
 
 
 def top_words(explanation: Any, k: int = 3) -> list[int]:
-    """Indices of the k caption tokens (not special tokens) whose text-to-image attention is most
-    concentrated, i.e. the words that look at one place rather than everywhere."""
+    """Indices of the k caption words (no special tokens, punctuation or short pieces) whose
+    text-to-image attention is most concentrated: the words that look at one place, not everywhere."""
     maps = _maps(explanation, "t2i")
     if not maps:
         return []
@@ -82,8 +82,14 @@ def top_words(explanation: Any, k: int = 3) -> list[int]:
     words = list(getattr(explanation, "words", []) or [])
     scores = att.max(axis=1) - att.mean(axis=1)
     order = [int(i) for i in np.argsort(-scores)]
-    keep = [i for i in order if i >= len(words) or words[i] not in SPECIAL_TOKENS]
+    keep = [i for i in order if i >= len(words) or _is_content_word(words[i])]
     return keep[:k]
+
+
+def _is_content_word(token: str) -> bool:
+    """Worth a picture of its own: not a special token, punctuation or a one- or two-letter piece."""
+    core = token.lstrip("#").lstrip("\u0120")
+    return token not in SPECIAL_TOKENS and any(c.isalpha() for c in core) and len(core) >= 3
 
 
 def _colormap(heat: np.ndarray, name: str) -> np.ndarray:

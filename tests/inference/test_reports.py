@@ -1,0 +1,67 @@
+"""Attention and embedding pictures from synthetic attention maps (no model needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skyfuse.inference.predictor import Explanation
+from skyfuse.reports.attention import (
+    infer_grid,
+    overlay,
+    plot_explanation,
+    region_heatmap,
+    top_words,
+    word_weights,
+)
+from skyfuse.reports.embedding import plot_tsne
+
+
+def _explanation() -> Explanation:
+    words = ["[CLS]", "a", "river", ",", "##s", "fields", "[SEP]"]
+    t2i = np.full((7, 16), 1 / 16)
+    t2i[2] = 0.0
+    t2i[2, 5] = 1.0  # "river" looks at one region
+    t2i[5, :8] = 1 / 8  # "fields" looks at the top half
+    t2i[5, 8:] = 0.0
+    t2i[3] = 0.0
+    t2i[3, 0] = 1.0  # punctuation is focused too, but never picked
+    i2t = np.full((16, 7), 1 / 7)
+    return Explanation({"level0.t2i": t2i, "level0.i2t": i2t}, 16, 7, words)
+
+
+def test_grid_and_maps() -> None:
+    assert infer_grid(49) == (7, 7, 0)
+    assert infer_grid(197) == (14, 14, 1)
+    assert infer_grid(10) == (3, 3, 1)  # CLS + 3 x 3
+    assert infer_grid(12) is None
+    ex = _explanation()
+    river = region_heatmap(ex, word=2)
+    assert river is not None and river.shape == (4, 4)
+    assert river[1, 1] == 1.0 and river.sum() == 1.0
+    assert top_words(ex, 2) == [2, 5]
+    ww = word_weights(ex)
+    assert ww is not None and [w for w, _ in ww] == ex.words
+    assert region_heatmap(Explanation({}, 16, 7, [])) is None
+
+
+def test_pictures(tmp_path: Path) -> None:
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8))
+    heat = region_heatmap(_explanation())
+    assert heat is not None
+    assert overlay(img, heat).size == (80, 64)
+    png = plot_explanation(img, _explanation(), tmp_path / "a.png", title="t", caption="a river")
+    assert png is not None
+    with Image.open(png) as im:
+        assert im.size[0] > 600 and np.asarray(im.convert("L")).std() > 10
+    assert plot_explanation(img, Explanation({}, 16, 7, []), tmp_path / "none.png") is None
+    rng = np.random.default_rng(1)
+    feats = np.concatenate([rng.normal(0, 1, (10, 8)), rng.normal(6, 1, (10, 8))])
+    out = plot_tsne(feats, [0] * 10 + [1] * 10, ["x", "y"], tmp_path / "t.png")
+    with Image.open(out) as im:
+        assert im.size[0] >= 500 and np.asarray(im.convert("L")).std() > 5
+    with pytest.raises(ValueError, match="at least 3"):
+        plot_tsne(feats[:2], [0, 1], ["x", "y"], tmp_path / "u.png")
