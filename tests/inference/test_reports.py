@@ -58,10 +58,6 @@ def test_pictures(tmp_path: Path) -> None:
     with Image.open(png) as im:
         assert im.size[0] > 600 and np.asarray(im.convert("L")).std() > 10
     assert plot_explanation(img, Explanation({}, 16, 7, []), tmp_path / "none.png") is None
-    rng = np.random.default_rng(1)
-    feats = np.concatenate([rng.normal(0, 1, (10, 8)), rng.normal(6, 1, (10, 8))])
-    out = plot_tsne(feats, [0] * 10 + [1] * 10, ["x", "y"], tmp_path / "t.png")
-    with Image.open(out) as im:
-        assert im.size[0] >= 500 and np.asarray(im.convert("L")).std() > 5
+    # (tsne.png itself is checked by the explain CLI test)
     with pytest.raises(ValueError, match="at least 3"):
-        plot_tsne(feats[:2], [0, 1], ["x", "y"], tmp_path / "u.png")
+        plot_tsne(np.zeros((2, 4)), [0, 1], ["x", "y"], tmp_path / "u.png")

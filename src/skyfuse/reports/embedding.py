@@ -14,12 +14,12 @@ import numpy as np
 
 def tsne_2d(features: np.ndarray, *, seed: int = 0, perplexity: float | None = None) -> np.ndarray:
     """(M, 2) t-SNE coordinates of (M, D) features; perplexity defaults to min(30, (M - 1) / 3)."""
-    from sklearn.manifold import TSNE
-
     x = np.asarray(features, dtype=np.float64)
     m = x.shape[0]
     if m < 3:
         raise ValueError(f"t-SNE needs at least 3 samples, got {m}")
+    from sklearn.manifold import TSNE
+
     perp = perplexity if perplexity is not None else max(1.0, min(30.0, (m - 1) / 3.0))
     x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
     tsne = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed)
