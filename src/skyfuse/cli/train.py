@@ -170,6 +170,10 @@ def train(
     if force and out.exists():
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         done.unlink(missing_ok=True)
+    elif any((out / "checkpoints").rglob("*.ckpt")) or any(
+        (out / "checkpoints").rglob("done.json")
+    ):
+        err_console.print(f"resuming the interrupted run in {out / 'checkpoints'}", highlight=False)
     cfg = TrainConfig(
         epochs=epochs,
         lr=lr,
