@@ -120,3 +120,31 @@ def test_export_cli(tmp_path: Path, bundle: Path) -> None:
 def test_help(verb: str) -> None:
     r = _run(verb, "--help")
     assert r.exit_code == 0 and "Usage" in r.output and len(r.output) > 400
+
+
+def test_serve_cli_builds_a_loopback_server(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verb wires limits and host into uvicorn; the server itself is run by tests/serving."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    seen: dict[str, object] = {}
+
+    def fake_run(self: uvicorn.Server, sockets: object = None) -> None:
+        seen["host"], seen["port"], seen["app"] = (
+            self.config.host,
+            self.config.port,
+            self.config.app,
+        )
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    r = _run("serve", bundle, "--port", "8123", "--max-upload-mb", "0.01", "--max-batch", "2")
+    assert r.exit_code == 0, r.output
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123 and "warning" not in r.output
+    with TestClient(seen["app"]) as c:  # type: ignore[arg-type]
+        assert c.get("/classes").json()["classes"] == CLASSES
+        big = c.post(
+            "/predict", files={"image": ("x.png", b"\x89PNG" + b"0" * 20_000, "image/png")}
+        )
+        assert big.status_code == 413
+    r = _run("serve", bundle, "--host", "0.0.0.0")
+    assert r.exit_code == 0 and "reachable from other machines" in r.output
