@@ -25,7 +25,7 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def prepare_mask(mask: Tensor | None, tokens: Tensor) -> Tensor | None:
-    """Check a (B, N) bool mask against its tokens; None when every token is real (faster kernels)."""
+    """Check a (B, N) bool mask against its tokens; None when every token is real (CPU only)."""
     if mask is None:
         return None
     if mask.shape != tokens.shape[:2]:
@@ -33,7 +33,9 @@ def prepare_mask(mask: Tensor | None, tokens: Tensor) -> Tensor | None:
             f"mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape)}"
         )
     mask = mask.to(device=tokens.device, dtype=torch.bool)
-    if bool(mask.all()):
+    # Dropping an all-true mask picks faster kernels, but reading the answer is a host sync on a GPU and
+    # a graph break under torch.compile; there the masked kernel is cheaper than the sync.
+    if tokens.device.type == "cpu" and not torch.compiler.is_compiling() and bool(mask.all()):
         return None
     return mask
 
