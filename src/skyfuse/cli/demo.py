@@ -14,11 +14,11 @@ def demo(
     out: Path = typer.Option(
         Path("demo-out"), "--out", "-o", help="Output folder (reused if it exists)."
     ),
-    per_class: int = typer.Option(40, "--per-class", help="Synthetic images per class."),
+    per_class: int = typer.Option(30, "--per-class", help="Synthetic images per class."),
     seeds: str = typer.Option(
         "0", "--seeds", help="Comma-separated seeds (one split and training run each)."
     ),
-    epochs: int = typer.Option(20, "--epochs", help="Maximum epochs per model."),
+    epochs: int = typer.Option(15, "--epochs", help="Maximum epochs per model."),
 ) -> None:
     """Run the main job offline: synthetic scenes -> attribute captions -> bundled encoders -> image, text, concat and dual models compared.
 

@@ -36,12 +36,12 @@ class DemoResult:
 def run_demo(
     out_dir: Path,
     *,
-    per_class: int = 40,
+    per_class: int = 30,
     size: int = 128,
     seeds: Sequence[int] = (0,),
     models: Sequence[str] = DEMO_MODELS,
     train_ratio: float = 0.5,
-    epochs: int = 20,
+    epochs: int = 15,
     width: int = 128,
     cache_dir: Path | None = None,
     show_progress: bool = True,
@@ -88,7 +88,7 @@ def run_demo(
     )
 
     t = time.perf_counter()
-    cfg = TrainConfig(epochs=epochs, patience=6)
+    cfg = TrainConfig(epochs=epochs, patience=5)
 
     def on_run(row: dict[str, Any]) -> None:
         say(
