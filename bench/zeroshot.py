@@ -1,7 +1,7 @@
 """Zero-shot benchmark: the semantic head against the caption-only baseline on real data.
 
-    .venv/bin/python bench/zeroshot.py [--data aid whu] [--models dual image] [--folds 3] [--epochs 30]
-        [--out runs/bench-zeroshot] [--cache-dir DIR]
+    .venv/bin/python bench/zeroshot.py [--data aid whu] [--models dual image] [--folds 3] [--epochs 8]
+        [--image-grid 2] [--out runs/bench-zeroshot] [--cache-dir DIR]
 
 1. AID-150px-dev (30 classes x 100) with human RSICD captions, raw and leakage-masked:
    a. caption-only top-1 over all 30 classes (no split), with the single prompt "an aerial image of
@@ -85,6 +85,7 @@ def protocol(
         seed=args.seed,
         captions=("raw", "masked") if mask else ("raw",),
         train=HeadTrainConfig(epochs=args.epochs, seed=args.seed),
+        image_grid=args.image_grid or None,
         final_model=False,
     )
     t0 = time.perf_counter()
@@ -117,7 +118,10 @@ def main() -> None:
     p.add_argument("--data", nargs="+", default=["aid", "whu"], choices=["aid", "whu"])
     p.add_argument("--models", nargs="+", default=["dual", "image"])
     p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument(
+        "--image-grid", type=int, default=2, help="pool image tokens to NxN (0: keep all)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/bench-zeroshot"))
     p.add_argument("--cache-dir", type=Path, default=None)
