@@ -65,6 +65,32 @@ def test_predict_csv_single_file(tmp_path: Path, bundle: Path, scenes: Path) -> 
     assert lines[0] == "path,caption,label_1,prob_1,label_2,prob_2" and len(lines) == 2
 
 
+def test_predict_plain_folder_finds_scene_folder_captions(
+    tmp_path: Path, bundle: Path, scenes: Path
+) -> None:
+    """Regression: a plain folder of images with a store made on the scene folder (Class/file keys)
+    used to fail with 'no class sub-folders'; it must find the captions by file name."""
+    import shutil
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("beach_0000.jpg", "beach_0001.jpg"):
+        shutil.copy(scenes / "beach" / name, plain / name)
+    caps = tmp_path / "caps.jsonl"
+    caps.write_text(
+        "".join(
+            json.dumps({"path": f"beach/{n}", "caption": f"sand number {n[-5]}"}) + "\n"
+            for n in ("beach_0000.jpg", "beach_0001.jpg")
+        )
+    )
+    out = tmp_path / "plain.jsonl"
+    r = _run("predict", bundle, plain, "--out", out, "--captions", caps, "-k", "2")
+    assert r.exit_code == 0, r.output
+    assert "2 predicted" in r.output and "0 captioned on the fly" in r.output
+    by_path = {rec["path"]: rec for rec in map(json.loads, out.read_text().splitlines())}
+    assert by_path["beach_0001.jpg"]["caption"] == "sand number 1"
+
+
 def test_predict_errors_are_one_line(tmp_path: Path, bundle: Path, scenes: Path) -> None:
     r = _run("predict", tmp_path / "nope", scenes, "--out", tmp_path / "x.jsonl")
     assert r.exit_code == 2 and "model folder not found" in r.output and "Traceback" not in r.output

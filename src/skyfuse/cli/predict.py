@@ -21,12 +21,20 @@ def _caption_source(
 ) -> tuple[dict[str, str] | None, str, dict[str, Any]]:
     """(captions from a file or None, captioner backend name, its options)."""
     from skyfuse.cli.caption import backend_options, pick_backend
+    from skyfuse.errors import BadInputError
 
     loaded = None
     if captions is not None:
         from skyfuse.captioning import load_captions
 
-        loaded = load_captions(captions, dataset_root)
+        try:
+            loaded = load_captions(captions, dataset_root)
+        except BadInputError:
+            if dataset_root is None:
+                raise
+            # not a scene folder (e.g. a plain folder of images): keep the source's own names,
+            # inputs find their captions by name matching
+            loaded = load_captions(captions)
     name = pick_backend(backend, vlm_model, base_url, None)
     opts = backend_options(name, model=vlm_model, base_url=base_url)
     return loaded, name, opts
@@ -97,6 +105,7 @@ def register(app: typer.Typer) -> None:
         skipped; re-running the same command resumes: paths already in --out are not predicted again.
         """
         from skyfuse.inference import (
+            CaptionLookup,
             PredictionWriter,
             collect_inputs,
             load_predictor,
@@ -118,7 +127,8 @@ def register(app: typer.Typer) -> None:
             **_encoder_kw(image_encoder, text_encoder),
         )
         if caps is not None:
-            have = sum(1 for it in items if _has_caption(caps, it))
+            find = CaptionLookup(caps)
+            have = sum(1 for it in items if find(it) is not None)
             if have < len(items):
                 err_console.print(
                     f"{len(items) - have} of {len(items)} images have no caption in {captions};"
@@ -293,9 +303,3 @@ def register(app: typer.Typer) -> None:
                     soft_wrap=True,
                 )
         console.print(f"metadata: {report.metadata}", highlight=False, soft_wrap=True)
-
-
-def _has_caption(caps: dict[str, str], item: Any) -> bool:
-    from skyfuse.inference.batch import lookup_caption
-
-    return lookup_caption(caps, item) is not None

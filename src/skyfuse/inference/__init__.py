@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from skyfuse.inference.batch import InputImage, PredictSummary, collect_inputs, predict_files
+from skyfuse.inference.batch import (
+    CaptionLookup,
+    InputImage,
+    PredictSummary,
+    collect_inputs,
+    predict_files,
+)
 from skyfuse.inference.loading import ZeroShotPredictor, load_predictor, parse_classes
 from skyfuse.inference.predictor import Explanation, LabelProb, Prediction, Predictor
 from skyfuse.inference.records import PredictionWriter, read_predictions
 
 __all__ = [
+    "CaptionLookup",
     "Explanation",
     "InputImage",
     "LabelProb",

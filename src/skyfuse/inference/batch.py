@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from skyfuse.captioning.matching import NameIndex
 from skyfuse.data.images import is_image_file, load_image
 from skyfuse.errors import BadInputError, ImageDecodeError
 from skyfuse.inference.predictor import Prediction
@@ -92,6 +93,29 @@ def lookup_caption(captions: Mapping[str, str], item: InputImage) -> str | None:
     return None
 
 
+class CaptionLookup:
+    """Find each input's caption in a caption set, built once per run.
+
+    Why beyond `lookup_caption`: a plain folder of images (``beach_1.jpg``) must still find the
+    ``Beach/beach_1.jpg`` caption of a store made on the scene folder, so the last resort is the
+    name matching every other caption consumer uses (``<class>/<stem>``, file name, stem; ambiguous
+    names never match).
+    """
+
+    def __init__(self, captions: Mapping[str, str]) -> None:
+        self.captions = captions
+        self._index: NameIndex | None = None
+
+    def __call__(self, item: InputImage) -> str | None:
+        hit = lookup_caption(self.captions, item)
+        if hit is not None:
+            return hit
+        if self._index is None:
+            self._index = NameIndex(self.captions)
+        name = self._index.lookup(item.key)
+        return None if name is None else self.captions[name]
+
+
 def predict_files(
     predictor: SupportsPredict,
     items: Sequence[InputImage],
@@ -113,6 +137,7 @@ def predict_files(
     summary.already_done = len(items) - len(todo)
     step = max(1, int(batch_size))
     kw: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
+    find = CaptionLookup(captions) if captions is not None else None
     for start in range(0, len(todo), step):
         chunk = todo[start : start + step]
         ok: list[InputImage] = []
@@ -124,9 +149,7 @@ def predict_files(
             except ImageDecodeError as exc:
                 summary.failed.append((it.key, exc.reason))
         if images:
-            caps: list[str | None] = [
-                lookup_caption(captions, it) if captions is not None else None for it in ok
-            ]
+            caps: list[str | None] = [find(it) if find is not None else None for it in ok]
             missing = [i for i, c in enumerate(caps) if c is None]
             if missing:
                 made = predictor.caption([images[i] for i in missing])

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from skyfuse.data.images import sha256_bytes
 from skyfuse.errors import ConfigError
+
+if TYPE_CHECKING:
+    from skyfuse.captioning.prompts import Prompt
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -30,9 +34,8 @@ def captions_from_captioner(
 ) -> list[str]:
     """One caption per image; an image the backend fails on gets an empty caption (image-only)."""
     from skyfuse.captioning.base import CaptionFailure, FatalCaptionError, ImageJob
-    from skyfuse.captioning.prompts import DEFAULT_PROMPT, resolve_prompt
 
-    the_prompt = resolve_prompt(prompt or DEFAULT_PROMPT)
+    the_prompt = prompt_for(prompt)
     jobs = []
     for i, img in enumerate(images):
         data = _png_bytes(img)
@@ -64,6 +67,29 @@ def captions_from_captioner(
         else:
             out.append(str(r))
     return out
+
+
+def prompt_for(prompt_id: str | None) -> Prompt:
+    """The prompt to caption with, from the id a bundle recorded.
+
+    Why lenient: bundles trained on imported or attribute captions record ``none`` and those from a
+    custom prompt file record the file's stem, which need not exist where the model is deployed; the
+    model must still caption new images, so such ids fall back to the default prompt (with a warning
+    for a named prompt that cannot be found).
+    """
+    from skyfuse.captioning.prompts import DEFAULT_PROMPT, NO_PROMPT, resolve_prompt
+
+    if not prompt_id or prompt_id == NO_PROMPT.id:
+        return resolve_prompt(DEFAULT_PROMPT)
+    try:
+        return resolve_prompt(prompt_id)
+    except ConfigError:
+        logging.getLogger(__name__).warning(
+            "prompt %r of the bundle is not a built-in prompt or a file here; captioning with %r",
+            prompt_id,
+            DEFAULT_PROMPT,
+        )
+        return resolve_prompt(DEFAULT_PROMPT)
 
 
 def _run_coroutine(coro: Any) -> Any:

@@ -20,7 +20,7 @@ import torch
 
 from skyfuse.data.images import load_image
 from skyfuse.errors import BadInputError, ImageDecodeError
-from skyfuse.inference.batch import InputImage, collect_inputs, lookup_caption
+from skyfuse.inference.batch import CaptionLookup, InputImage, collect_inputs
 from skyfuse.inference.predictor import Predictor, softmax_top_k
 
 
@@ -104,6 +104,7 @@ def explain_path(
     records: list[dict[str, Any]] = []
     n_examples = 0
     step = max(1, batch_size)
+    find = CaptionLookup(captions) if captions else None
     for start in range(0, len(chosen), step):
         chunk = chosen[start : start + step]
         images, kept = [], []
@@ -114,7 +115,7 @@ def explain_path(
             except ImageDecodeError as exc:
                 summary.failed.append((it.key, exc.reason))
         if images:
-            found = [lookup_caption(captions, it) if captions else None for it, _ in kept]
+            found = [find(it) if find is not None else None for it, _ in kept]
             missing = [i for i, c in enumerate(found) if c is None]
             if missing:
                 made = predictor.caption([images[i] for i in missing])
