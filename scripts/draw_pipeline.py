@@ -12,7 +12,12 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 BOXES = {
     "images": (0.0, 0.60, "image folder\n(UCM, AID, NWPU,\nWHU-RS19, your own)", "#dfe9f5"),
-    "vlm": (0.23, 0.80, "VLM captioner\n(vLLM / Ollama / OpenAI API,\ntransformers, files, attributes)", "#fbe5c8"),
+    "vlm": (
+        0.23,
+        0.80,
+        "VLM captioner\n(vLLM / Ollama / OpenAI API,\ntransformers, files, attributes)",
+        "#fbe5c8",
+    ),
     "store": (0.48, 0.80, "caption store\n(JSONL, resumable,\nleakage audit)", "#fbe5c8"),
     "ienc": (0.23, 0.36, "image encoder\n(EfficientNet-Lite0,\nViT, CLIP)", "#dff0d8"),
     "tenc": (0.48, 0.56, "text encoder\n(MiniLM, CLIP text,\nBERT)", "#dff0d8"),
@@ -59,7 +64,9 @@ def main(out: Path = Path(__file__).resolve().parents[1] / "docs" / "img" / "pip
                 lw=1.2,
             )
         )
-    ax.text(0.36, 0.24, "frozen features are cached on disk (safetensors)", fontsize=8, color="#555")
+    ax.text(
+        0.36, 0.24, "frozen features are cached on disk (safetensors)", fontsize=8, color="#555"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, bbox_inches="tight")
     print(out)
