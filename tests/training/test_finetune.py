@@ -63,6 +63,18 @@ def test_finetune_trains_encoders_and_writes_bundle(tmp_path: Path) -> None:
     ckpt = torch.load(out / "checkpoints" / "finetune" / "last.ckpt", weights_only=True)
     assert any(k.startswith("model.image_encoder.") for k in ckpt["state_dict"])
 
+    # the saved fine-tuned encoders + fusion reproduce the test score (not the stock encoders)
+    from skyfuse.training.data import TensorSet
+    from skyfuse.training.evaluate import evaluate_model
+    from skyfuse.training.finetune import load_finetuned_encoders
+    from skyfuse.training.prepare import extract
+
+    encoders = load_finetuned_encoders(out / "model", f"hf:{vit}", f"hf:{bert}")
+    features = extract(folder, captions, encoders=encoders, show_progress=False, use_cache=False)
+    test = TensorSet.from_features(features, split.test, bundle.class_names)
+    again = evaluate_model(bundle.model, test, bundle.class_names)
+    assert again["confusion"] == result["test"]["confusion"]
+
 
 @pytest.mark.parametrize("bad", [{"lr": -1.0}, {"schedule": "linear"}, {"devices": "x"}])
 def test_config_errors_are_one_line(bad: dict[str, object]) -> None:

@@ -389,15 +389,22 @@ def evaluate(
         split.verify(folder)
         rels = split.part(part)
     caps = prepare.resolve_captions(folder, captions)
+    image_name = bundle.extra.get("image_encoder_name") or bundle.image_encoder.rsplit("@", 1)[0]
+    text_name = bundle.extra.get("text_encoder_name") or bundle.text_encoder.rsplit("@", 1)[0]
+    encoders = None
+    if bundle.extra.get("finetuned_encoders"):
+        from skyfuse.training.finetune import load_finetuned_encoders
+
+        encoders = load_finetuned_encoders(model_dir, image_name, text_name)
     features = prepare.extract(
         folder,
         caps.texts,
-        image_encoder=bundle.extra.get("image_encoder_name")
-        or bundle.image_encoder.rsplit("@", 1)[0],
-        text_encoder=bundle.extra.get("text_encoder_name") or bundle.text_encoder.rsplit("@", 1)[0],
+        image_encoder=image_name,
+        text_encoder=text_name,
         cache_dir=cache_dir,
+        encoders=encoders,
     )
-    if (features.image_encoder_id, features.text_encoder_id) != (
+    if encoders is None and (features.image_encoder_id, features.text_encoder_id) != (
         bundle.image_encoder,
         bundle.text_encoder,
     ):

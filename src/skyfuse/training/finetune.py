@@ -245,7 +245,14 @@ def run_finetune(
             "val": len(split.val),
             "test": len(split.test),
         },
-        "encoders": {"image": img_id, "text": txt_id, "prompt_id": prompt_id, "finetuned": True},
+        "encoders": {
+            "image": img_id,
+            "text": txt_id,
+            "prompt_id": prompt_id,
+            "finetuned": True,
+            "image_name": image_encoder,
+            "text_name": text_encoder,
+        },
         "fusion_config": fcfg.to_dict(),
         "train_config": cfg.model_dump(mode="json"),
         "training": {
@@ -276,3 +283,40 @@ def run_finetune(
         add_files=encoder_weights,
     )
     return result
+
+
+def load_finetuned_encoders(
+    model_dir: Path, image_encoder: str, text_encoder: str
+) -> tuple[Any, Any]:
+    """The fine-tuned encoders saved in a bundle (``extra.finetuned_encoders``), in eval mode.
+
+    They are built trainable (so their outputs bypass the feature cache, which holds stock encoders'
+    tokens) and loaded strictly from ``image_encoder.safetensors`` / ``text_encoder.safetensors``.
+    """
+    from safetensors.torch import load_model
+
+    from skyfuse.encoders import create_image_encoder, create_text_encoder
+    from skyfuse.errors import CheckpointError
+
+    built: list[nn.Module] = []
+    factories: tuple[tuple[str, Any, str], ...] = (
+        ("image_encoder", create_image_encoder, image_encoder),
+        ("text_encoder", create_text_encoder, text_encoder),
+    )
+    for name, factory, spec in factories:
+        path = Path(model_dir) / f"{name}.safetensors"
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: fine-tuned encoder weights missing; the bundle is incomplete"
+            )
+        enc = factory(spec, trainable=True)
+        assert isinstance(enc, nn.Module)
+        try:
+            load_model(enc, str(path), strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{path}: does not fit encoder {spec!r} ({str(exc).splitlines()[0][:160]})"
+            ) from None
+        enc.eval()
+        built.append(enc)
+    return built[0], built[1]

@@ -146,6 +146,7 @@ def extract(
     batch_size: int = 32,
     device: str = "auto",
     show_progress: bool = True,
+    encoders: tuple[Any, Any] | None = None,
 ) -> Any:
     """Token features of every image of ``folder`` with a caption, through the feature cache
     (default ``$SKYFUSE_CACHE_DIR`` or ``~/.cache/skyfuse/features``). Images without a caption or
@@ -158,8 +159,13 @@ def extract(
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    img = create_image_encoder(image_encoder)
-    txt = create_text_encoder(text_encoder)
+    if (
+        encoders is not None
+    ):  # already built (e.g. fine-tuned ones; trainable encoders skip the cache)
+        img, txt = encoders
+    else:
+        img = create_image_encoder(image_encoder)
+        txt = create_text_encoder(text_encoder)
     root = (cache_dir or default_cache_dir()) if use_cache else None
     return extract_features(
         folder.samples,
