@@ -131,3 +131,10 @@ def test_status_counts_missing_and_failed(tmp_path: Path) -> None:
     runner.invoke(app, ["caption", str(root), "--out", str(out), "-b", "attributes"])
     r = runner.invoke(app, ["captions", "status", str(out), "--dataset", str(root)])
     assert r.exit_code == 0 and "4 captions: attributes / attributes-v1 / prompt none" in text(r)
+
+
+def test_status_refuses_a_file_that_is_not_a_store(tmp_path: Path) -> None:
+    other = tmp_path / "pairs.jsonl"
+    other.write_text('{"path": "a.jpg", "caption": "sand"}\n')
+    r = runner.invoke(app, ["captions", "status", str(other)])
+    assert r.exit_code == 2 and "not a caption store" in text(r) and "Traceback" not in r.output

@@ -122,3 +122,16 @@ def test_any_truncation_is_repaired_to_a_prefix(tmp_path: Path) -> None:
         assert len(recs) == kept + 1 and path.read_bytes().endswith(b"\n")
 
     check()
+
+
+def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """Regression: `skyfuse caption -o` an existing path,caption JSONL crashed with KeyError."""
+    other = tmp_path / "captions.jsonl"
+    body = '{"path": "a.jpg", "caption": "sand"}\n{"path": "b.jpg", "capt'
+    other.write_text(body)
+    with pytest.raises(BadInputError, match="not a caption store.*another --out"):
+        CaptionStore(other).open()
+    assert other.read_text() == body  # the torn-looking tail was not "repaired" away
+    assert not (tmp_path / "captions.jsonl.torn").exists()
+    with CaptionStore(other.with_name("fresh.jsonl")) as store:  # the fd was released
+        assert store.state.records == 0

@@ -134,8 +134,18 @@ class CaptionStore:
         except ImportError:  # pragma: no cover - non-POSIX
             pass
         self._fd = fd
-        for rec in read_records(self.path, repair=True):
-            self._note(rec)
+        try:
+            # check before repairing: a file that is not a store is never modified
+            if not all(is_store_record(r) for r in read_records(self.path)):
+                raise BadInputError(
+                    f"{self.path}: exists and is not a caption store (records need path, sha256,"
+                    " backend); choose another --out, this file is left as it is"
+                )
+            for rec in read_records(self.path, repair=True):
+                self._note(rec)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def _note(self, rec: dict[str, Any]) -> None:

@@ -306,9 +306,15 @@ def register(app: typer.Typer) -> None:
         """What a store holds: captions per backend / model / prompt, failures still to retry, and (with --dataset) images with no caption yet. Exit status 1 when something is missing."""
         from collections import Counter
 
-        from skyfuse.captioning.store import latest_captions, read_records
+        from skyfuse.captioning.store import is_store_record, latest_captions, read_records
+        from skyfuse.errors import BadInputError
 
         recs = read_records(store)
+        if not all(is_store_record(r) for r in recs):
+            raise BadInputError(
+                f"{store}: not a caption store (records need path, sha256, backend); give the JSONL"
+                " written by `skyfuse caption`"
+            )
         ok = Counter(
             (r["backend"], r["model"], r.get("prompt_id"))
             for r in recs

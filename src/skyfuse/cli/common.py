@@ -47,6 +47,16 @@ def friendly_errors(func: F) -> F:
             fail(f"{exc.filename}: not found; check the path")
         except PermissionError as exc:
             fail(f"{exc.filename}: permission denied; fix the permissions or choose another path")
+        except IsADirectoryError as exc:
+            fail(f"{exc.filename}: is a folder where a file is expected; give a file path")
+        except NotADirectoryError as exc:
+            fail(f"{exc.filename}: part of this path is a file, not a folder; choose another path")
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            fail(
+                f"{exc.filename}: {exc.strerror or exc}; check the path, free space and permissions"
+            )
 
     return wrapper  # type: ignore[return-value]
 

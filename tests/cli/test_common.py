@@ -1,0 +1,61 @@
+"""`friendly_errors`: OS errors on user-given paths become one line and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from skyfuse.cli import app
+from skyfuse.cli.common import friendly_errors
+from skyfuse.data.synthetic import make_synthetic_dataset
+
+runner = CliRunner()
+
+
+def _app_raising(exc: BaseException) -> typer.Typer:
+    mini = typer.Typer()
+
+    @mini.command()
+    @friendly_errors
+    def boom() -> None:
+        raise exc
+
+    return mini
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [
+        (IsADirectoryError(errno.EISDIR, "Is a directory", "out/dir"), "is a folder"),
+        (NotADirectoryError(errno.ENOTDIR, "Not a directory", "a.txt/x"), "is a file"),
+        (OSError(errno.ENOSPC, "No space left on device", "big.bin"), "No space left"),
+        (FileNotFoundError(errno.ENOENT, "No such file", "gone.jpg"), "not found"),
+    ],
+)
+def test_os_errors_are_one_line(exc: OSError, words: str) -> None:
+    r = runner.invoke(_app_raising(exc), [])
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and exc.filename in lines[0] and words in lines[0]
+
+
+def test_os_error_without_a_file_is_not_hidden() -> None:
+    r = runner.invoke(_app_raising(OSError("socket trouble")), [])
+    assert r.exit_code != 0 and isinstance(r.exception, OSError)
+
+
+def test_caption_out_is_a_folder(tmp_path: Path) -> None:
+    """Regression: `skyfuse caption DIR -o EXISTING_FOLDER` printed an IsADirectoryError traceback."""
+    scenes = make_synthetic_dataset(
+        tmp_path / "s", per_class=1, size=32, classes=["beach", "forest"]
+    )
+    (tmp_path / "outdir").mkdir()
+    r = runner.invoke(
+        app, ["caption", str(scenes), "--backend", "attributes", "-o", str(tmp_path / "outdir")]
+    )
+    assert r.exit_code == 2, r.output
+    assert "outdir" in r.output and "is a folder" in r.output and "Traceback" not in r.output
