@@ -129,7 +129,7 @@ def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path: Path) ->
     other = tmp_path / "captions.jsonl"
     body = '{"path": "a.jpg", "caption": "sand"}\n{"path": "b.jpg", "capt'
     other.write_text(body)
-    with pytest.raises(BadInputError, match="not a caption store.*another --out"):
+    with pytest.raises(BadInputError, match=r"not a caption store.*another --out"):
         CaptionStore(other).open()
     assert other.read_text() == body  # the torn-looking tail was not "repaired" away
     assert not (tmp_path / "captions.jsonl.torn").exists()
