@@ -87,3 +87,23 @@ def test_hf_trainable_gets_gradients(vit_folder: Path) -> None:
     out = enc.encode(torch.randn(1, 3, 32, 32))
     out.pooled.sum().backward()
     assert any(p.grad is not None for p in enc.parameters())
+
+
+def test_tiny_tokenizer_knows_its_words(tiny_bert, clip_text_folder: Path) -> None:
+    """The tiny models must really read text: known words map to their own ids, not [UNK]."""
+    from tests.encoders.tiny_models import vocabulary
+
+    enc_clip = create_text_encoder(f"hf:{clip_text_folder}")
+    caption = "Many green trees near the river"
+    for enc in (tiny_bert, enc_clip):
+        tok = enc.tokenizer
+        ids = enc.tokenize([caption])["input_ids"][0].tolist()
+        assert tok.unk_token_id not in ids
+        words = caption.lower().split()
+        assert ids[1:-1] == [vocabulary().index(w) for w in words]
+        assert tok.convert_ids_to_tokens(ids[1:-1]) == words
+    # an unknown word falls back to letter pieces, still without [UNK]
+    assert tiny_bert.tokenizer.tokenize("roadx") == ["road", "##x"]
+    with torch.inference_mode():
+        a, b = tiny_bert.encode_texts(["red roofs", "blue water"]).pooled
+    assert not torch.allclose(a, b)  # different words, different features

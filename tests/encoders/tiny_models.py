@@ -40,19 +40,43 @@ WORDS = [
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def vocabulary() -> list[str]:
+    """The tiny WordPiece vocabulary: special tokens, whole words, then letters (no duplicates)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return list(dict.fromkeys([*SPECIAL, *WORDS, *(f"##{c}" for c in letters), *letters]))
+
+
 def write_tokenizer(folder: Path) -> int:
-    """A WordPiece BertTokenizerFast over a tiny vocabulary; returns the vocabulary size."""
+    """A WordPiece BertTokenizerFast over a tiny vocabulary; returns the vocabulary size.
+
+    Built from an explicit `tokenizers.Tokenizer` (saved as tokenizer.json): transformers 5 ignores the
+    old ``vocab_file=`` argument and would silently tokenize every word as [UNK].
+    """
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
     from transformers import BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = (
-        SPECIAL
-        + WORDS
-        + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
-        + list("abcdefghijklmnopqrstuvwxyz")
+    vocab = vocabulary()
+    ids = {w: i for i, w in enumerate(vocab)}
+    tok = Tokenizer(WordPiece(ids, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
     )
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    ).save_pretrained(folder)
     return len(vocab)
 
 

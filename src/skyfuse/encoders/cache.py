@@ -2,7 +2,9 @@
 
 Layout: ``<root>/<image|text>/<slug of encoder id>/*.safetensors``. Each shard holds, per entry key
 (image sha256, or caption sha256 for text), ``<key>.tokens`` (n, D) fp16 holding the real tokens only
-(padding is dropped and rebuilt on assembly) and ``<key>.pooled`` (D,) fp32. Why this shape:
+(padding is dropped and rebuilt on assembly) and ``<key>.pooled`` (D,) fp32; text shards may carry a
+``token_lengths`` metadata entry (JSON key -> untruncated token count, for captions that filled
+max_length) so that a cached run can report truncation without loading the tokenizer. Why this shape:
 - the folder is named by the encoder id, which includes the weights hash and preprocessing, so a new
   encoder never sees stale features, and a changed image or caption has a new key;
 - shards are written to a temporary name and renamed, so a kill never leaves a half-written shard, and
@@ -67,6 +69,7 @@ class FeatureCache:
         self.dim = dim
         self.dir = self.root / kind / encoder_slug(encoder_id)
         self._index: dict[str, Path] | None = None
+        self._lengths: dict[str, int] = {}
 
     # -- index ---------------------------------------------------------------------------------
     def _shards(self) -> list[Path]:
@@ -76,6 +79,7 @@ class FeatureCache:
         """key -> shard path, read from shard headers only (no tensor data)."""
         if self._index is None or refresh:
             index: dict[str, Path] = {}
+            lengths: dict[str, int] = {}
             for shard in self._shards():
                 try:
                     with safe_open(str(shard), framework="pt") as f:
@@ -83,13 +87,26 @@ class FeatureCache:
                         if meta.get("encoder_id") != self.encoder_id:
                             log.warning("%s: shard of another encoder ignored", shard)
                             continue
+                        if meta.get("token_lengths"):
+                            lengths.update(
+                                {
+                                    str(k): int(v)
+                                    for k, v in json.loads(meta["token_lengths"]).items()
+                                }
+                            )
                         for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
                             if name.endswith(".pooled"):
                                 index[name[: -len(".pooled")]] = shard
                 except Exception as exc:
                     log.warning("%s: unreadable cache shard ignored (%s); delete it", shard, exc)
             self._index = index
+            self._lengths = lengths
         return self._index
+
+    def token_lengths(self) -> dict[str, int]:
+        """key -> untruncated token count, recorded for captions that filled the encoder's max_length."""
+        self.index()
+        return dict(self._lengths)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self.index()
@@ -125,8 +142,13 @@ class FeatureCache:
                 log.warning("%s: unreadable cache shard ignored (%s); delete it", shard, exc)
         return out
 
-    def put(self, entries: Mapping[str, Entry]) -> Path | None:
-        """Write entries as one new shard, atomically; returns its path (None when empty)."""
+    def put(
+        self, entries: Mapping[str, Entry], *, lengths: Mapping[str, int] | None = None
+    ) -> Path | None:
+        """Write entries as one new shard, atomically; returns its path (None when empty).
+
+        `lengths` (key -> untruncated token count) is stored in the shard's metadata.
+        """
         if not entries:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +163,9 @@ class FeatureCache:
         final = self.dir / name
         tmp = self.dir / f".{name}.tmp"
         meta = {"encoder_id": self.encoder_id, "kind": self.kind, "format": FORMAT}
+        kept = {k: int(v) for k, v in (lengths or {}).items() if k in entries}
+        if kept:
+            meta["token_lengths"] = json.dumps(kept, sort_keys=True)
         try:
             save_file(tensors, str(tmp), metadata=meta)
             os.replace(tmp, final)
@@ -149,6 +174,7 @@ class FeatureCache:
         if self._index is not None:
             for k in entries:
                 self._index[k] = final
+            self._lengths.update(kept)
         return final
 
 

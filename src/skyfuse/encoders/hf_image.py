@@ -19,7 +19,13 @@ from skyfuse.data.transforms import preprocess_batch
 from skyfuse.encoders.base import ImagePreprocess, TokenBatch
 from skyfuse.encoders.common import EncoderModule
 from skyfuse.encoders.hf_text import _load
-from skyfuse.encoders.hub import resolve_model_folder, weights_fingerprint
+from skyfuse.encoders.hub import (
+    check_weights,
+    config_value,
+    read_config,
+    resolve_model_folder,
+    weights_fingerprint,
+)
 from skyfuse.encoders.registry import IMAGE_ENCODERS
 from skyfuse.errors import CheckpointError, ConfigError
 
@@ -73,6 +79,8 @@ def read_preprocess(folder: Path) -> ImagePreprocess:
 class HFImageEncoder(EncoderModule):
     """A Hugging Face vision model as an `ImageEncoder` (all tokens, all-true mask, CLS pooled)."""
 
+    _lazy_attrs = frozenset({"model"})
+
     def __init__(
         self,
         source: str | Path,
@@ -80,30 +88,40 @@ class HFImageEncoder(EncoderModule):
         trainable: bool = False,
     ) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel, CLIPVisionModel
-
         folder, label = resolve_model_folder(str(source))
         fingerprint = weights_fingerprint(folder)
-        config = _load("config", folder, lambda: AutoConfig.from_pretrained(folder))
-        self.is_clip = config.model_type in {"clip", "clip_vision_model"}
-        if not self.is_clip and getattr(config, "vision_config", None) is not None:
+        check_weights(folder, "image model")
+        cfg = read_config(folder)
+        model_type = str(cfg.get("model_type") or config_value(cfg, folder, "model_type") or "")
+        self.is_clip = model_type in {"clip", "clip_vision_model"}
+        if not self.is_clip and cfg.get("vision_config") is not None:
             raise ConfigError(
-                f"hf:{label}: {config.model_type} vision-language checkpoints other than CLIP are not"
+                f"hf:{label}: {model_type} vision-language checkpoints other than CLIP are not"
                 " supported as image encoders; use a ViT-family or CLIP model"
             )
-        cls = CLIPVisionModel if self.is_clip else AutoModel
-        self.model = _load("image model", folder, lambda: cls.from_pretrained(folder))
+        tower = "vision_config" if model_type == "clip" else None
         self.preprocess_cfg = read_preprocess(folder)
-        vision_cfg = getattr(config, "vision_config", None) or config
-        self.dim = int(vision_cfg.hidden_size)
+        self.dim = int(config_value(cfg, folder, "hidden_size", tower=tower))
         self.source_folder = folder
         self.encoder_id = f"hf:{label}@{fingerprint}:{self.preprocess_cfg.describe()}"
+        if trainable:
+            self._load_weights()
+        else:
+            self._defer_weights()  # loaded on first encode; a fully cached run never needs it
         self.freeze(not trainable)
+
+    def _load_weights(self) -> None:
+        from transformers import AutoModel, CLIPVisionModel
+
+        cls = CLIPVisionModel if self.is_clip else AutoModel
+        folder = self.source_folder
+        self.model = _load("image model", folder, lambda: cls.from_pretrained(folder))
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return preprocess_batch(images, self.preprocess_cfg)
 
     def encode(self, pixels: torch.Tensor) -> TokenBatch:
+        self.load_weights()
         out = self.model(pixel_values=pixels.to(self.device))
         tokens = out.last_hidden_state
         if tokens.dim() != 3:

@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 from skyfuse.encoders.base import TokenBatch
 from skyfuse.encoders.common import EncoderModule, masked_mean, quiet_transformers
-from skyfuse.encoders.hub import resolve_model_folder, weights_fingerprint
+from skyfuse.encoders.hub import (
+    check_weights,
+    config_value,
+    read_config,
+    resolve_model_folder,
+    weights_fingerprint,
+)
 from skyfuse.encoders.registry import TEXT_ENCODERS
 from skyfuse.errors import CheckpointError, ConfigError
 
@@ -41,6 +47,8 @@ def _load(what: str, folder: Path, fn: Any) -> Any:
 class HFTextEncoder(EncoderModule):
     """A Hugging Face text model as a `TextEncoder` (tokens, attention mask, pooled)."""
 
+    _lazy_attrs = frozenset({"model"})
+
     def __init__(
         self,
         source: str | Path,
@@ -52,32 +60,62 @@ class HFTextEncoder(EncoderModule):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
-
         folder, label = resolve_model_folder(str(source))
         fingerprint = weights_fingerprint(folder)
-        config = _load("config", folder, lambda: AutoConfig.from_pretrained(folder))
-        is_clip = config.model_type in _CLIP_TYPES
-        cls = CLIPTextModel if is_clip else AutoModel
-        self.model = _load("text model", folder, lambda: cls.from_pretrained(folder))
-        self.tokenizer = _load("tokenizer", folder, lambda: AutoTokenizer.from_pretrained(folder))
-        text_cfg = getattr(config, "text_config", None) or config
-        limit = int(getattr(text_cfg, "max_position_embeddings", 0) or 0) or DEFAULT_MAX_LENGTH
+        check_weights(folder, "text model")
+        cfg = read_config(folder)
+        model_type = str(cfg.get("model_type") or config_value(cfg, folder, "model_type") or "")
+        self.is_clip = model_type in _CLIP_TYPES
+        tower = (
+            "text_config"
+            if model_type == "clip" or isinstance(cfg.get("text_config"), dict)
+            else None
+        )
+        positions = config_value(cfg, folder, "max_position_embeddings", tower=tower)
+        limit = int(positions or 0) or DEFAULT_MAX_LENGTH
         if max_length is None:
             max_length = min(DEFAULT_MAX_LENGTH, limit)
         if not 2 <= max_length <= limit:
             raise ConfigError(f"max_length must be in 2..{limit} for {label}, got {max_length}")
-        pooling = pooling or ("pooler" if is_clip else "mean")
+        pooling = pooling or ("pooler" if self.is_clip else "mean")
         if pooling not in _POOLINGS:
             raise ConfigError(f"pooling must be one of {sorted(_POOLINGS)}, got {pooling!r}")
         self.max_length = max_length
         self.pooling = pooling
         self.normalize = normalize
-        self.dim = int(text_cfg.hidden_size)
+        self.dim = int(config_value(cfg, folder, "hidden_size", tower=tower))
         self.source_folder = folder
         tag = f"{pooling}-l2" if normalize else pooling
         self.encoder_id = f"{name or 'hf:' + label}@{fingerprint}:len{max_length}:{tag}"
+        self.__dict__["_tokenizer"] = None
+        if trainable:
+            self._load_weights()
+        else:
+            self._defer_weights()  # loaded on first encode; a fully cached run never needs it
         self.freeze(not trainable)
+
+    def _load_weights(self) -> None:
+        from transformers import AutoModel, CLIPTextModel
+
+        cls = CLIPTextModel if self.is_clip else AutoModel
+        folder = self.source_folder
+        self.model = _load("text model", folder, lambda: cls.from_pretrained(folder))
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, loaded on first use (apart from the weights: tokenising is cheap)."""
+        tok = self.__dict__.get("_tokenizer")
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            folder = self.source_folder
+            tok = _load("tokenizer", folder, lambda: AutoTokenizer.from_pretrained(folder))
+            self.__dict__["_tokenizer"] = tok
+        return tok
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self.__dict__["_tokenizer"] = value
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(
@@ -91,12 +129,19 @@ class HFTextEncoder(EncoderModule):
             k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")
         }
 
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Untruncated token counts (special tokens included) of `texts`."""
+        if not texts:
+            return []
+        ids = self.tokenizer([str(t) for t in texts], truncation=False)["input_ids"]
+        return [len(row) for row in ids]
+
     def count_truncated(self, texts: Sequence[str]) -> int:
         """How many texts exceed `max_length` tokens (their tails are cut)."""
-        lengths = self.tokenizer([str(t) for t in texts], truncation=False)["input_ids"]
-        return sum(len(ids) > self.max_length for ids in lengths)
+        return sum(n > self.max_length for n in self.token_lengths(texts))
 
     def encode(self, batch: dict[str, torch.Tensor]) -> TokenBatch:
+        self.load_weights()
         device = self.device
         inputs = {k: v.to(device) for k, v in batch.items()}
         mask = inputs["attention_mask"].bool()
