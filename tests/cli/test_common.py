@@ -32,6 +32,7 @@ def _app_raising(exc: BaseException) -> typer.Typer:
     [
         (IsADirectoryError(errno.EISDIR, "Is a directory", "out/dir"), "is a folder"),
         (NotADirectoryError(errno.ENOTDIR, "Not a directory", "a.txt/x"), "is a file"),
+        (FileExistsError(errno.EEXIST, "File exists", "a.txt"), "already exists"),
         (OSError(errno.ENOSPC, "No space left on device", "big.bin"), "No space left"),
         (FileNotFoundError(errno.ENOENT, "No such file", "gone.jpg"), "not found"),
     ],

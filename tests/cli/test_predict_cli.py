@@ -91,6 +91,13 @@ def test_predict_plain_folder_finds_scene_folder_captions(
     assert by_path["beach_0001.jpg"]["caption"] == "sand number 1"
 
 
+def test_run_folder_accepted_like_evaluate(tmp_path: Path, bundle: Path, scenes: Path) -> None:
+    """Regression: predict/explain/export refused the run folder that `evaluate` accepts."""
+    img = scenes / "water" / "water_0001.jpg"
+    r = _run("predict", bundle.parent, img, "--out", tmp_path / "p.jsonl", "-k", "2")
+    assert r.exit_code == 0, r.output
+
+
 def test_predict_errors_are_one_line(tmp_path: Path, bundle: Path, scenes: Path) -> None:
     r = _run("predict", tmp_path / "nope", scenes, "--out", tmp_path / "x.jsonl")
     assert r.exit_code == 2 and "model folder not found" in r.output and "Traceback" not in r.output

@@ -11,10 +11,12 @@ from PIL import Image
 from skyfuse.inference.predictor import Explanation
 from skyfuse.reports.attention import (
     infer_grid,
+    merged_word_weights,
     overlay,
     plot_explanation,
     region_heatmap,
     top_words,
+    word_groups,
     word_weights,
 )
 from skyfuse.reports.embedding import plot_tsne
@@ -61,3 +63,38 @@ def test_pictures(tmp_path: Path) -> None:
     # (tsne.png itself is checked by the explain CLI test)
     with pytest.raises(ValueError, match="at least 3"):
         plot_tsne(np.zeros((2, 4)), [0, 1], ["x", "y"], tmp_path / "u.png")
+
+
+def test_whole_words_not_pieces_or_stop_words() -> None:
+    """Regression: explain titled a panel 'tar' (of tarmac) and picked 'there'; bars showed '##mac'."""
+    words = ["[CLS]", "there", "is", "tar", "##mac", "and", "grass", ".", "[SEP]"]
+    assert word_groups(words) == [
+        ("there", [1]),
+        ("is", [2]),
+        ("tarmac", [3, 4]),
+        ("and", [5]),
+        ("grass", [6]),
+        (".", [7]),
+    ]
+    t2i = np.full((9, 16), 1 / 16)
+    t2i[1] = 0.0
+    t2i[1, 3] = 1.0  # 'there' is the most focused token, but a stop word
+    t2i[3] = 0.0
+    t2i[3, 0] = 1.0  # 'tar' piece focused ...
+    t2i[4] = 0.0
+    t2i[4, 0] = 0.5  # ... and '##mac' too: one word
+    t2i[4, 1] = 0.5
+    i2t = np.full((16, 9), 1 / 9)
+    ex = Explanation({"level0.t2i": t2i, "level0.i2t": i2t}, 16, 9, words)
+    assert top_words(ex, 2) == [3, 6]
+    both = region_heatmap(ex, word=[3, 4])
+    assert both is not None and both[0, 0] == 1.0 and 0.0 < both[0, 1] < 1.0
+    merged = merged_word_weights(ex)
+    assert merged is not None and [w for w, _ in merged] == [
+        "there",
+        "is",
+        "tarmac",
+        "and",
+        "grass",
+    ]
+    assert dict(merged)["tarmac"] == pytest.approx(2 / 9)

@@ -49,6 +49,8 @@ def friendly_errors(func: F) -> F:
             fail(f"{exc.filename}: permission denied; fix the permissions or choose another path")
         except IsADirectoryError as exc:
             fail(f"{exc.filename}: is a folder where a file is expected; give a file path")
+        except FileExistsError as exc:
+            fail(f"{exc.filename}: already exists and is in the way; choose another path")
         except NotADirectoryError as exc:
             fail(f"{exc.filename}: part of this path is a file, not a folder; choose another path")
         except OSError as exc:

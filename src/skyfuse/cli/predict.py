@@ -9,7 +9,10 @@ import typer
 
 from skyfuse.cli.common import console, err_console, friendly_errors, progress
 
-MODEL_DIR_HELP = "Model bundle folder (DIR/model written by `skyfuse train` or `skyfuse zeroshot`)."
+MODEL_DIR_HELP = (
+    "Model bundle folder (DIR/model written by `skyfuse train` or `skyfuse zeroshot`), or that run"
+    " folder DIR."
+)
 
 
 def _caption_source(
@@ -111,8 +114,10 @@ def register(app: typer.Typer) -> None:
             load_predictor,
             parse_classes,
             predict_files,
+            resolve_model_dir,
         )
 
+        model_dir = resolve_model_dir(model_dir)
         names = parse_classes(classes)
         items = collect_inputs(inputs)
         root = inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else None
@@ -213,9 +218,10 @@ def register(app: typer.Typer) -> None:
         scene folder whose classes the model knows OUT/confusion.png + confusion.json; per-image
         predictions go to OUT/explain.json.
         """
-        from skyfuse.inference import Predictor
+        from skyfuse.inference import Predictor, resolve_model_dir
         from skyfuse.inference.explain import explain_path
 
+        model_dir = resolve_model_dir(model_dir)
         root = path if path.is_dir() else None
         caps, name, opts = _caption_source(captions, backend, vlm_model, base_url, root)
         predictor = Predictor(
@@ -283,7 +289,9 @@ def register(app: typer.Typer) -> None:
         """
         from skyfuse.errors import ConfigError
         from skyfuse.export import export_bundle
+        from skyfuse.inference import resolve_model_dir
 
+        model_dir = resolve_model_dir(model_dir)
         if fmt.lower() != "onnx":
             raise ConfigError(f"unknown export format {fmt!r}; supported: onnx")
         kw = _encoder_kw(image_encoder, text_encoder) if encoders else {}

@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
     @friendly_errors
     def serve_cmd(
         model_dir: Path = typer.Argument(
-            ..., help="Model bundle folder (DIR/model of a training run)."
+            ...,
+            help="Model bundle folder (DIR/model of a `skyfuse train` or `skyfuse zeroshot` run),"
+            " or that run folder DIR.",
         ),
         host: str = typer.Option(
             "127.0.0.1", "--host", help="Address to bind; loopback unless you mean to expose it."
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
         import ipaddress
 
         from skyfuse.cli.predict import _caption_source
-        from skyfuse.inference import load_predictor, parse_classes
+        from skyfuse.inference import load_predictor, parse_classes, resolve_model_dir
         from skyfuse.serving import ServeLimits, create_app
         from skyfuse.serving.server import uvicorn_config
 
@@ -78,6 +80,7 @@ def register(app: typer.Typer) -> None:
                 f"[yellow]warning:[/yellow] binding {host}: the service is reachable from other"
                 " machines and has no authentication"
             )
+        model_dir = resolve_model_dir(model_dir)
         _, name, opts = _caption_source(None, backend, vlm_model, base_url, None)
         predictor = load_predictor(
             model_dir,
@@ -94,7 +97,9 @@ def register(app: typer.Typer) -> None:
             max_batch=max_batch,
             max_queue=max_queue,
         )
-        app_ = create_app(predictor, limits, model_name=Path(model_dir).resolve().name)
+        where = Path(model_dir).resolve()
+        run_name = where.parent.name if where.name == "model" else where.name
+        app_ = create_app(predictor, limits, model_name=run_name)
         err_console.print(
             f"serving {model_dir} ({len(predictor.class_names)} classes) on http://{host}:{port}"
             f"  (page /, docs /docs; Ctrl-C stops)",

@@ -9,7 +9,12 @@ from skyfuse.inference.batch import (
     collect_inputs,
     predict_files,
 )
-from skyfuse.inference.loading import ZeroShotPredictor, load_predictor, parse_classes
+from skyfuse.inference.loading import (
+    ZeroShotPredictor,
+    load_predictor,
+    parse_classes,
+    resolve_model_dir,
+)
 from skyfuse.inference.predictor import Explanation, LabelProb, Prediction, Predictor
 from skyfuse.inference.records import PredictionWriter, read_predictions
 
@@ -28,4 +33,5 @@ __all__ = [
     "parse_classes",
     "predict_files",
     "read_predictions",
+    "resolve_model_dir",
 ]

@@ -204,7 +204,8 @@ def _write_maps(
 
         m = classification_metrics(y_true, y_pred, names)
         summary.oa = float(m["oa"])
-        title = f"confusion on {len(y_true)} sampled images (OA {100 * summary.oa:.1f} %)"
+        # two short lines: plot_confusion sizes the figure by the class count, not the title
+        title = f"{len(y_true)} sampled images\nOA {100 * summary.oa:.1f} %"
         summary.files.append(
             plot_confusion(m["confusion"], names, out_dir / "confusion.png", title=title)
         )

@@ -18,6 +18,16 @@ from skyfuse.errors import BadInputError, ConfigError
 from skyfuse.inference.predictor import CaptionFn, LabelProb, Prediction, Predictor, make_caption_fn
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """The bundle folder for `path`: the path itself, or its ``model/`` when `path` is the run folder a
+    `skyfuse train` / `skyfuse zeroshot` run wrote (as `skyfuse evaluate` accepts). Checks nothing else:
+    loading the bundle names what is wrong."""
+    path = Path(path).expanduser()
+    if not (path / "bundle.json").is_file() and (path / "model" / "bundle.json").is_file():
+        return path / "model"
+    return path
+
+
 def parse_classes(text: str | None) -> list[str] | None:
     """'a, b ,c' -> ['a', 'b', 'c']; None or blank -> None; repeats are refused."""
     if text is None or not text.strip():

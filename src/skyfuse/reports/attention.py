@@ -39,8 +39,9 @@ def _maps(explanation: Any, kind: str) -> list[np.ndarray]:
     ]
 
 
-def region_heatmap(explanation: Any, word: int | None = None) -> np.ndarray | None:
-    """(rows, cols) map in 0..1 of text-to-image attention: all real words (mean) or one word index.
+def region_heatmap(explanation: Any, word: int | Sequence[int] | None = None) -> np.ndarray | None:
+    """(rows, cols) map in 0..1 of text-to-image attention: all real words (mean), one token index, or
+    the mean of several (the pieces of one word).
 
     None when the model has no text-to-image attention or its image tokens are not a square grid.
     """
@@ -52,7 +53,12 @@ def region_heatmap(explanation: Any, word: int | None = None) -> np.ndarray | No
     if grid is None or att.shape[0] == 0:
         return None
     rows, cols, offset = grid
-    vec = att[word] if word is not None else att.mean(axis=0)
+    if word is None:
+        vec = att.mean(axis=0)
+    elif isinstance(word, int):
+        vec = att[word]
+    else:
+        vec = att[[int(i) for i in word]].mean(axis=0)
     heat = vec[offset:].reshape(rows, cols)
     lo, hi = float(heat.min()), float(heat.max())
     return (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
@@ -72,24 +78,73 @@ def word_weights(explanation: Any) -> list[tuple[str, float]] | None:
     return [(w, float(x)) for w, x in zip(words, weights, strict=True)]
 
 
+#: Words every caption uses: never the word worth a picture of its own.
+_STOP_TEXT = """
+a an the and or of in on at to by for from with without into over under near next along is are
+was were be been can could may might it its this that these those there their some several many
+multiple various other also which while where as image picture photo scene view shows overall
+appears visible classified
+"""
+STOP_WORDS = frozenset(_STOP_TEXT.split())
+
+
+def word_groups(words: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """Whole words from tokenizer pieces: ``tar`` + ``##mac`` -> ("tarmac", [i, i + 1]).
+
+    Special tokens are left out, so a picture never shows ``[CLS]`` or a half word."""
+    groups: list[tuple[str, list[int]]] = []
+    for i, tok in enumerate(words):
+        if tok in SPECIAL_TOKENS:
+            continue
+        if tok.startswith("##") and groups and groups[-1][1][-1] == i - 1:
+            text, idx = groups[-1]
+            groups[-1] = (text + tok[2:], [*idx, i])
+        else:
+            groups.append((tok.lstrip("\u0120\u2581"), [i]))
+    return groups
+
+
 def top_words(explanation: Any, k: int = 3) -> list[int]:
-    """Indices of the k caption words (no special tokens, punctuation or short pieces) whose
-    text-to-image attention is most concentrated: the words that look at one place, not everywhere."""
+    """First token indices of the k caption words (no special tokens, punctuation, short or stop
+    words; pieces joined) whose text-to-image attention is most concentrated: the words that look at
+    one place, not everywhere."""
     maps = _maps(explanation, "t2i")
     if not maps:
         return []
     att = np.mean(np.stack(maps), axis=0)
     words = list(getattr(explanation, "words", []) or [])
-    scores = att.max(axis=1) - att.mean(axis=1)
-    order = [int(i) for i in np.argsort(-scores)]
-    keep = [i for i in order if i >= len(words) or _is_content_word(words[i])]
-    return keep[:k]
+    words += [f"tok{i}" for i in range(len(words), att.shape[0])]
+    scored = []
+    for text, idx in word_groups(words[: att.shape[0]]):
+        if not _is_content_word(text):
+            continue
+        row = att[idx].mean(axis=0)
+        scored.append((float(row.max() - row.mean()), idx[0]))
+    scored.sort(key=lambda t: -t[0])
+    return [i for _, i in scored[:k]]
 
 
-def _is_content_word(token: str) -> bool:
-    """Worth a picture of its own: not a special token, punctuation or a one- or two-letter piece."""
-    core = token.lstrip("#").lstrip("\u0120")
-    return token not in SPECIAL_TOKENS and any(c.isalpha() for c in core) and len(core) >= 3
+def _is_content_word(word: str) -> bool:
+    """Worth a picture of its own: letters, at least three of them, and not a stop word."""
+    core = word.lstrip("#").lstrip("\u0120")
+    return (
+        word not in SPECIAL_TOKENS
+        and sum(c.isalpha() for c in core) >= 3
+        and core.lower() not in STOP_WORDS
+    )
+
+
+def merged_word_weights(explanation: Any) -> list[tuple[str, float]] | None:
+    """`word_weights` per whole word (pieces summed), without special tokens or punctuation."""
+    weights = word_weights(explanation)
+    if weights is None:
+        return None
+    values = [x for _, x in weights]
+    return [
+        (text, float(sum(values[i] for i in idx)))
+        for text, idx in word_groups([w for w, _ in weights])
+        if any(c.isalnum() for c in text)
+    ]
 
 
 def _colormap(heat: np.ndarray, name: str) -> np.ndarray:
@@ -126,31 +181,34 @@ def plot_explanation(
     import matplotlib.pyplot as plt
 
     heat = region_heatmap(explanation)
-    weights = word_weights(explanation)
+    weights = merged_word_weights(explanation)
     if heat is None and weights is None:
         return None
     words = list(getattr(explanation, "words", []) or [])
+    groups = {idx[0]: (text, idx) for text, idx in word_groups(words)}
     picks = top_words(explanation, n_words) if heat is not None else []
     n_img = 1 + (1 if heat is not None else 0) + len(picks)
-    fig = plt.figure(figsize=(3.2 * n_img, 6.6 if weights else 3.8), dpi=100)
+    fig = plt.figure(figsize=(3.2 * n_img + 0.8, 6.6 if weights else 3.8), dpi=100)
     rows = 2 if weights else 1
     panels: list[tuple[str, Image.Image]] = [("image", image.convert("RGB"))]
     if heat is not None:
         panels.append(("all words -> regions", overlay(image, heat)))
         for i in picks:
-            h = region_heatmap(explanation, word=i)
-            label = words[i] if i < len(words) else f"tok{i}"
+            label, idx = groups.get(i, (words[i] if i < len(words) else f"tok{i}", [i]))
+            h = region_heatmap(explanation, word=idx)
             if h is not None:
                 panels.append((f"'{label}' -> regions", overlay(image, h)))
+    heat_axes = []
     for j, (name, pic) in enumerate(panels):
         ax = fig.add_subplot(rows, len(panels), j + 1)
         ax.imshow(pic)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
+        if j > 0:
+            heat_axes.append(ax)
     if weights:
         ax = fig.add_subplot(rows, 1, 2)
-        shown = [(w, x) for w, x in weights if w not in SPECIAL_TOKENS] or weights
-        shown = shown[:40]
+        shown = weights[:40]
         ax.bar(range(len(shown)), [x for _, x in shown], color="#2f6fdf")
         ax.set_xticks(range(len(shown)))
         ax.set_xticklabels([w for w, _ in shown], rotation=70, fontsize=8)
@@ -163,9 +221,23 @@ def plot_explanation(
             text = f"{text}\n{short}" if text else short
         fig.suptitle(text, fontsize=9)
     fig.tight_layout()
+    if heat_axes:
+        # one scale for every overlay: each map is stretched to its own min..max
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        bar = fig.colorbar(
+            ScalarMappable(Normalize(0.0, 1.0), cmap="inferno"),
+            ax=heat_axes,
+            fraction=0.025,
+            pad=0.01,
+            ticks=[0.0, 1.0],
+        )
+        bar.ax.set_yticklabels(["least", "most"], fontsize=8)
+        bar.set_label("attention (per map)", fontsize=8)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
+    fig.savefig(out_png, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return out_png
 
