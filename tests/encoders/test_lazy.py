@@ -134,3 +134,38 @@ def test_fully_cached_run_loads_neither_weights_nor_tokenizer(
     old = _run(folder, caps, ie, te2, cache)
     assert old.stats["text_truncated"] == cold.stats["text_truncated"]
     assert te2.__dict__["_tokenizer"] is not None and not te2.weights_loaded
+
+
+def test_concurrent_first_encodes_load_once(bert_folder: Path, monkeypatch) -> None:
+    """A server's first requests may arrive together: one load, every caller gets real outputs."""
+    import threading
+    import time
+
+    enc = create_text_encoder(f"hf:{bert_folder}")
+    loads = []
+    original = enc._load_weights
+
+    def slow_load() -> None:
+        loads.append(1)
+        time.sleep(0.2)  # widen the window in which a second thread could see half a module
+        original()
+
+    monkeypatch.setattr(enc, "_load_weights", slow_load)
+    batch = enc.tokenize(["red roofs near a road"])
+    results: list[torch.Tensor] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                results.append(enc.encode(batch).pooled)
+        except BaseException as exc:  # collected and re-checked in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(loads) == 1 and len(results) == 3
+    assert all(torch.equal(r, results[0]) for r in results)

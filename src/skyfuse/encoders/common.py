@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,9 @@ import torch
 from torch import nn
 
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+_LOAD_LOCK = (
+    threading.RLock()
+)  # one lazy weight load at a time (rare, and never nested across threads)
 
 
 def file_fingerprint(path: Path, length: int = 12) -> str:
@@ -69,23 +73,30 @@ class EncoderModule(nn.Module):
 
     @property
     def weights_loaded(self) -> bool:
-        """False while the weights of a lazily built encoder are still on disk."""
-        return bool(self.__dict__.get("_weights_loaded", True))
+        """False while the weights of a lazily built encoder are still on disk (True for the thread
+        that is loading them, so that calls made while loading see a loaded module)."""
+        d = self.__dict__
+        return bool(d.get("_weights_loaded", True)) or d.get("_loader") == threading.get_ident()
 
     def load_weights(self) -> EncoderModule:
-        """Load deferred weights now (no-op when loaded); returns self."""
+        """Load deferred weights now (no-op when loaded); returns self. Thread-safe: concurrent
+        first requests (a server) wait for one load instead of racing."""
         if self.weights_loaded:
             return self
-        self.__dict__["_weights_loaded"] = True  # first, so calls made while loading do not recurse
-        try:
-            self._load_weights()
-        except BaseException:
-            self.__dict__["_weights_loaded"] = False
-            raise
-        set_frozen(self, self.frozen)
-        nn.Module.train(self, self.training and not self.frozen)
-        for args, kwargs in self.__dict__.pop("_pending_to", []):
-            super().to(*args, **kwargs)
+        with _LOAD_LOCK:
+            if self.__dict__.get("_weights_loaded", True):
+                return self  # another thread loaded them while this one waited
+            self.__dict__["_loader"] = threading.get_ident()
+            try:
+                self._load_weights()
+                set_frozen(self, self.frozen)
+                nn.Module.train(self, self.training and not self.frozen)
+                for args, kwargs in self.__dict__.get("_pending_to", []):
+                    super().to(*args, **kwargs)
+                self.__dict__.pop("_pending_to", None)
+                self.__dict__["_weights_loaded"] = True
+            finally:
+                self.__dict__.pop("_loader", None)
         return self
 
     def __getattr__(self, name: str) -> Any:
@@ -97,8 +108,10 @@ class EncoderModule(nn.Module):
     def to(self, *args: Any, **kwargs: Any) -> Any:
         if not self.weights_loaded:
             torch._C._nn._parse_to(*args, **kwargs)  # the same argument errors as nn.Module.to
-            self.__dict__["_pending_to"].append((args, kwargs))
-            return self
+            with _LOAD_LOCK:  # not while another thread replays the pending moves
+                if not self.__dict__.get("_weights_loaded", True):
+                    self.__dict__["_pending_to"].append((args, kwargs))
+                    return self
         return super().to(*args, **kwargs)
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
