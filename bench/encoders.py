@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/encoders.py [--images DIR] [--n 96] [--batch-size 32] [--threads 2]
     .venv/bin/python bench/encoders.py --probe --images DIR --captions FILE [--cache-dir DIR]
+    .venv/bin/python bench/encoders.py --stages --images DIR [--batch-size 32]
 
 Measures, for EfficientNet-Lite0: encode only (pre-made pixels, channels_last on and off) and the
 full `extract_features` pipeline (read + decode + preprocess + encode, no cache); for MiniLM:
@@ -10,6 +11,9 @@ captions/s over captions of realistic length. Without --images a synthetic scene
 --probe instead extracts the whole folder through the feature cache and fits a logistic-regression
 probe on the pooled vectors (image, text, both; 50/50 stratified, seeds 0 and 1): a check that the
 bundled encoders, their preprocessing and the cache reproduce known linear-probe accuracies.
+
+--stages splits one batch's cold-cache image cost (read, hash, decode, preprocess, encode; CPU ms per
+image, best of 3) to show which stage bounds `extract_features`.
 """
 
 from __future__ import annotations
@@ -48,10 +52,14 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true", help="linear-probe check instead of speed")
     ap.add_argument("--captions", type=Path, default=None, help="captions for --probe")
     ap.add_argument("--cache-dir", type=Path, default=None, help="feature cache for --probe")
+    ap.add_argument("--stages", action="store_true", help="per-stage CPU cost of one image batch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.probe:
         probe(args)
+        return
+    if args.stages:
+        stages(args)
         return
 
     from skyfuse.data.folder import SceneFolder
@@ -75,7 +83,7 @@ def main() -> None:
     }
     rows: list[tuple[str, int, tuple[float, float]]] = []
 
-    minilm = create_text_encoder("minilm")
+    minilm = create_text_encoder("minilm").load_weights()  # weights load lazily; not timed
     variants = [
         ("batch-norm not folded, channels_last=False", dict(trainable=True, channels_last=False)),
         ("folded, channels_last=False", dict(channels_last=False)),
@@ -88,7 +96,7 @@ def main() -> None:
             enc.encode(pixels[:2])  # warm-up
             t = _timed(lambda e=enc: e.encode(pixels), repeat=2)
         rows.append((f"efficientnet-lite0 encode only, {label}", args.batch_size, t))
-    lite0 = create_image_encoder("efficientnet-lite0")
+    lite0 = create_image_encoder("efficientnet-lite0").load_weights()
     t = _timed(
         lambda: extract_features(
             samples,
@@ -174,6 +182,40 @@ def probe(args: argparse.Namespace) -> None:
             clf = LogisticRegression(max_iter=3000).fit(scaler.transform(xtr), ytr)
             accs.append(100 * float((clf.predict(scaler.transform(xte)) == yte).mean()))
         print(f"| {name} | {accs[0]:.1f} | {accs[1]:.1f} | {np.mean(accs):.1f} |")
+
+
+def stages(args: argparse.Namespace) -> None:
+    """CPU ms per image of each cold-cache stage for one batch of real images (best of 3)."""
+    import random
+
+    from skyfuse.data.folder import SceneFolder
+    from skyfuse.data.images import decode_image, sha256_bytes
+    from skyfuse.encoders import create_image_encoder
+
+    if args.images is None:
+        raise SystemExit("--stages needs --images DIR")
+    samples = random.Random(0).sample(SceneFolder(args.images).samples, args.batch_size)
+    enc = create_image_encoder().load_weights()
+    n = len(samples)
+    data = [Path(s.path).read_bytes() for s in samples]
+    images = [decode_image(d, s.path) for d, s in zip(data, samples, strict=True)]
+    pixels = enc.preprocess(images)
+    with torch.inference_mode():
+        enc.encode(pixels[:2])  # warm-up
+        steps = {
+            "read bytes": lambda: [Path(s.path).read_bytes() for s in samples],
+            "sha256 (x2: key + check at decode)": lambda: [sha256_bytes(d) for d in data * 2],
+            "decode (skyfuse.data.images)": lambda: [
+                decode_image(d, s.path) for d, s in zip(data, samples, strict=True)
+            ],
+            "preprocess (resize, crop, normalise)": lambda: enc.preprocess(images),
+            "encode (EfficientNet-Lite0)": lambda: enc.encode(pixels),
+        }
+        print(f"\n{n} images from {args.images}, torch threads {args.threads}\n")
+        print("| stage | CPU ms / image |\n|---|---|")
+        for name, fn in steps.items():
+            _, cpu = _timed(fn, repeat=3)
+            print(f"| {name} | {1000 * cpu / n:.1f} |")
 
 
 class _NoText:
