@@ -169,3 +169,18 @@ def test_concurrent_first_encodes_load_once(bert_folder: Path, monkeypatch) -> N
         t.join()
     assert not errors and len(loads) == 1 and len(results) == 3
     assert all(torch.equal(r, results[0]) for r in results)
+
+
+def test_missing_tokenizer_fails_at_creation(tmp_path: Path, bert_folder: Path) -> None:
+    """Without vocabulary files transformers would build an empty tokenizer (every word [UNK])."""
+    import shutil
+
+    from skyfuse.errors import CheckpointError
+
+    broken = tmp_path / "bert"
+    shutil.copytree(bert_folder, broken)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (broken / name).unlink()
+    with pytest.raises(CheckpointError, match="no tokenizer files") as err:
+        create_text_encoder(f"hf:{broken}")
+    assert "\n" not in str(err.value) and str(broken) in str(err.value)

@@ -31,6 +31,16 @@ from skyfuse.errors import CheckpointError, ConfigError
 _CLIP_TYPES = {"clip", "clip_text_model"}
 _POOLINGS = {"mean", "cls", "pooler"}
 DEFAULT_MAX_LENGTH = 128
+#: files that hold a tokenizer's vocabulary; without one, transformers 5 quietly builds an empty
+#: tokenizer that maps every word to [UNK]
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 
 
 def _load(what: str, folder: Path, fn: Any) -> Any:
@@ -63,6 +73,11 @@ class HFTextEncoder(EncoderModule):
         folder, label = resolve_model_folder(str(source))
         fingerprint = weights_fingerprint(folder)
         check_weights(folder, "text model")
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise CheckpointError(
+                f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); copy them"
+                " from the model's hub page next to its weights"
+            )
         cfg = read_config(folder)
         model_type = str(cfg.get("model_type") or config_value(cfg, folder, "model_type") or "")
         self.is_clip = model_type in _CLIP_TYPES
