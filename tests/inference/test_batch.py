@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from skyfuse.errors import BadInputError
 from skyfuse.inference import PredictionWriter, collect_inputs, predict_files, read_predictions
@@ -85,3 +86,14 @@ def test_csv_output(tmp_path: Path, predictor) -> None:  # type: ignore[no-untyp
         PredictionWriter(out, top_k=5)
     with pytest.raises(BadInputError, match=r"\.jsonl or \.csv"):
         PredictionWriter(tmp_path / "p.txt", top_k=2)
+
+
+def test_same_key_from_two_folders_is_refused(tmp_path: Path) -> None:
+    """Regression: `predict model A B` silently dropped B/x.png when A/x.png existed."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / name / "x.png")
+    with pytest.raises(BadInputError, match="same name"):
+        collect_inputs([tmp_path / "a", tmp_path / "b"])
+    # one file reached twice (its folder and itself by the same key) is one input
+    assert len(collect_inputs([tmp_path / "a", tmp_path / "a"])) == 1

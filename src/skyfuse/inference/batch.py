@@ -53,10 +53,11 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[InputImage]:
     """Image files from files and folders (folders recursively, sorted; hidden files skipped).
 
     A folder's images are keyed by their path relative to that folder (the caption-store key);
-    single files by the path as given.
+    single files by the path as given. The same file given twice counts once; two different files
+    with the same key are refused, since one would silently stand for the other.
     """
     out: list[InputImage] = []
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}
     for raw in paths:
         p = Path(raw).expanduser()
         if not p.exists():
@@ -77,9 +78,16 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[InputImage]:
         else:
             items = [InputImage(str(raw), p)]
         for item in items:
-            if item.key not in seen:
-                seen.add(item.key)
+            first = seen.get(item.key)
+            if first is None:
+                seen[item.key] = item.path
                 out.append(item)
+            elif first.resolve() != item.path.resolve():
+                # the key is the record's identity (resume skips it): two files must not share one
+                raise BadInputError(
+                    f"{item.path}: has the same name ({item.key}) as {first}; predict these folders"
+                    " in separate runs (separate --out files) or give their common parent folder"
+                )
     return out
 
 
