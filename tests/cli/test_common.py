@@ -60,3 +60,18 @@ def test_caption_out_is_a_folder(tmp_path: Path) -> None:
     )
     assert r.exit_code == 2, r.output
     assert "outdir" in r.output and "is a folder" in r.output and "Traceback" not in r.output
+
+
+def test_messages_are_not_wrapped_when_piped(tmp_path: Path) -> None:
+    """Regression: piped output (CI logs, `| tee`) broke summary lines at 80 columns mid-sentence."""
+    scenes = make_synthetic_dataset(
+        tmp_path / "a-folder-name-long-enough-to-push-the-line-past-eighty-columns",
+        per_class=4,
+        size=32,
+        classes=["beach", "forest"],
+    )
+    out = tmp_path / "split.json"
+    r = runner.invoke(app, ["split", str(scenes), "--train", "0.5", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("wrote"))
+    assert str(out) in line and line.rstrip().endswith("seed 0)")
