@@ -1,8 +1,8 @@
 """Prediction files: append-only JSONL or CSV that a killed run resumes without duplicates.
 
 Why append-only: a prediction run over a large folder can be stopped at any time; records are flushed
-per batch, the paths already written are skipped on the next run, and a torn last JSONL line (a kill
-mid-write) is cut off on open instead of poisoning the file.
+per batch, the paths already written are skipped on the next run, and a torn last JSONL line or CSV row
+(a kill mid-write) is cut off on open instead of poisoning the file.
 """
 
 from __future__ import annotations
@@ -75,17 +75,50 @@ def _repair_jsonl(path: Path) -> set[str]:
 
 
 def _read_csv(path: Path, top_k: int) -> set[str]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            return set()
-        if header != csv_header(top_k):
-            k = (len(header) - 2) // 2
+    """Paths already in a CSV file; a torn last row (a kill mid-write: too few fields, or no final
+    newline, which may hide a cut-off number) is truncated so that image is predicted again."""
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    parts = text.split("\n")
+    pieces = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    starts = [0]
+    for piece in pieces:
+        starts.append(starts[-1] + len(piece))
+    reader = csv.reader(pieces)
+    header = next(reader, None)
+    if header is None:
+        return set()
+    if header != csv_header(top_k):
+        k = (len(header) - 2) // 2
+        raise BadInputError(
+            f"{path}: written with --top-k {k}; resume with --top-k {k} or choose another --out"
+        )
+    done: set[str] = set()
+    cut: int | None = None
+    while True:
+        first = reader.line_num
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            cut = starts[first]
+            break
+        if not row:
+            continue
+        last = reader.line_num
+        if len(row) == len(header) and pieces[last - 1].endswith("\n"):
+            done.add(row[0])
+        elif last == len(pieces):
+            cut = starts[first]
+            break
+        else:
             raise BadInputError(
-                f"{path}: written with --top-k {k}; resume with --top-k {k} or choose another --out"
+                f"{path}: line {last} is not a complete prediction row; fix or delete the file"
             )
-        return {row[0] for row in reader if row}
+    if cut is not None:
+        with open(path, "r+b") as f:
+            f.truncate(len(text[:cut].encode("utf-8", errors="surrogateescape")))
+    return done
 
 
 class PredictionWriter:
