@@ -100,6 +100,18 @@ def test_tiny_classes_keep_both_parts(tmp_path: Path) -> None:
     assert split.counts()["train"] == {"beach": 1, "forest": 1}
 
 
+def test_useless_splits_are_refused(tmp_path: Path) -> None:
+    """Regression: `skyfuse split` on a one-class folder wrote a split with an empty test part."""
+    one = make_synthetic_dataset(tmp_path / "one", per_class=3, size=16, classes=["beach"])
+    with pytest.raises(BadInputError, match=r"only 1 class folder \(beach\)"):
+        make_split(SceneFolder(one), train=0.5)
+    singles = make_synthetic_dataset(
+        tmp_path / "singles", per_class=1, size=16, classes=["beach", "forest"]
+    )
+    with pytest.raises(BadInputError, match="enough images to leave one for testing"):
+        make_split(SceneFolder(singles), train=0.5)
+
+
 def test_bad_arguments(scenes: Path) -> None:
     folder = SceneFolder(scenes)
     with pytest.raises(ConfigError, match="exactly one"):
@@ -191,6 +203,7 @@ class _FakeFolder(SceneFolder):
         from skyfuse.data.folder import Sample
 
         self.root = Path("/nonexistent/fake")
+        self.image_root = self.root
         self.classes = [f"c{i}" for i in range(len(sizes))]
         self.samples = [
             Sample(Path(f"/nonexistent/c{i}/{j}.jpg"), f"c{i}/{j}.jpg", i, f"c{i}")
@@ -208,7 +221,15 @@ class _FakeFolder(SceneFolder):
 )
 def test_split_properties(sizes: list[int], ratio: float, val: float, seed: int) -> None:
     folder = _FakeFolder(sizes)
-    split = make_split(folder, train=ratio, val=val, seed=seed)
+    if len(sizes) < 2:
+        with pytest.raises(BadInputError, match="only 1 class folder"):
+            make_split(folder, train=ratio, val=val, seed=seed)
+        return
+    try:
+        split = make_split(folder, train=ratio, val=val, seed=seed)
+    except BadInputError as exc:  # only when no class can spare a test image
+        assert max(sizes) == 1 and "testing" in str(exc)
+        return
     parts = split.train + split.val + split.test
     assert sorted(parts) == sorted(s.rel for s in folder.samples)  # a partition
     counts = split.counts()

@@ -327,6 +327,11 @@ def make_split(
         raise ConfigError(f"train fraction must be between 0 and 1 (exclusive), got {ratio}")
     if not 0.0 <= val < 1.0:
         raise ConfigError(f"val fraction must be in [0, 1), got {val}")
+    if len(folder.classes) < 2:
+        raise BadInputError(
+            f"{folder.image_root}: only {len(folder.classes)} class folder"
+            f" ({', '.join(folder.classes) or 'none'}); a classification split needs at least two"
+        )
     by_class: dict[str, list[str]] = {c: [] for c in folder.classes}
     for s in folder.samples:
         by_class[s.class_name].append(s.rel)
@@ -344,6 +349,11 @@ def make_split(
         parts["val"] += trainval[:n_val]
         parts["train"] += trainval[n_val:]
         parts["test"] += test
+    if not parts["test"]:
+        raise BadInputError(
+            f"{folder.image_root}: no class has enough images to leave one for testing at train"
+            f" fraction {ratio}; add images or lower the train fraction"
+        )
     from skyfuse.data.synthetic import is_synthetic
 
     return Split(
