@@ -98,6 +98,31 @@ def test_run_folder_accepted_like_evaluate(tmp_path: Path, bundle: Path, scenes:
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--backend", "openai"], "needs --vlm-model"),
+        (["--backend", "nope"], "unknown captioner"),
+        (["--backend", "files"], "--captions FILE"),
+        (["--device", "nope"], "not a torch device"),
+        (["--device", "cuda:99"], "cuda:99"),
+    ],
+)
+def test_bad_backend_or_device_is_one_line_and_writes_nothing(
+    tmp_path: Path, bundle: Path, scenes: Path, args: list[str], words: str
+) -> None:
+    """Regression: these failed after creating --out (or with a torch traceback for --device)."""
+    out = tmp_path / "p.jsonl"
+    r = _run("predict", bundle, scenes / "water", "--out", out, *args)
+    assert r.exit_code == 2 and words in r.output, r.output
+    assert "Traceback" not in r.output and not out.exists()
+
+
+def test_serve_refuses_an_unknown_backend_before_starting(bundle: Path) -> None:
+    r = _run("serve", bundle, "--backend", "nope", "--port", "1")
+    assert r.exit_code == 2 and "unknown captioner" in r.output
+
+
 def test_predict_errors_are_one_line(tmp_path: Path, bundle: Path, scenes: Path) -> None:
     r = _run("predict", tmp_path / "nope", scenes, "--out", tmp_path / "x.jsonl")
     assert r.exit_code == 2 and "model folder not found" in r.output and "Traceback" not in r.output

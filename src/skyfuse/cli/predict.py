@@ -39,8 +39,28 @@ def _caption_source(
             # inputs find their captions by name matching
             loaded = load_captions(captions)
     name = pick_backend(backend, vlm_model, base_url, None)
+    check_live_backend(name, vlm_model)
     opts = backend_options(name, model=vlm_model, base_url=base_url)
     return loaded, name, opts
+
+
+def check_live_backend(name: str, vlm_model: str | None) -> None:
+    """Refuse a captioner that cannot work before anything is loaded or written (captioners are only
+    built when the first image needs a caption, which would be after the output file exists)."""
+    from skyfuse.captioning import list_captioners
+    from skyfuse.errors import ConfigError
+
+    if name == "files":
+        raise ConfigError(
+            "--backend files imports a caption file; pass it as --captions FILE instead"
+        )
+    if name not in list_captioners():
+        raise ConfigError(
+            f"--backend {name}: unknown captioner; use one of attributes, openai, transformers"
+        )
+    if name in {"openai", "transformers"} and not vlm_model:
+        what = "the model name the server knows" if name == "openai" else "a local folder or hub id"
+        raise ConfigError(f"--backend {name} needs --vlm-model ({what})")
 
 
 def _encoder_kw(image_encoder: str | None, text_encoder: str | None) -> dict[str, Any]:
