@@ -118,6 +118,20 @@ def test_bad_backend_or_device_is_one_line_and_writes_nothing(
     assert "Traceback" not in r.output and not out.exists()
 
 
+@pytest.mark.parametrize("opset", ["3", "13", "99"])
+def test_export_unsupported_opset_is_one_line(tmp_path: Path, bundle: Path, opset: str) -> None:
+    """Regression: --opset 3 / 13 / 99 ended in a torch traceback mid-export."""
+    r = _run("export", bundle, "--out", tmp_path / "m.onnx", "--opset", opset, "--no-encoders")
+    assert r.exit_code == 2 and f"--opset {opset}" in r.output and "Traceback" not in r.output
+
+
+def test_features_bad_device_is_one_line(tmp_path: Path, scenes: Path) -> None:
+    caps = tmp_path / "caps.jsonl"
+    caps.write_text(json.dumps({"path": "beach/beach_0000.jpg", "caption": "sand"}) + "\n")
+    r = _run("features", scenes, "-c", caps, "--device", "nope", "--cache-dir", tmp_path / "c")
+    assert r.exit_code == 2 and "not a torch device" in r.output, r.output
+
+
 def test_serve_refuses_an_unknown_backend_before_starting(bundle: Path) -> None:
     r = _run("serve", bundle, "--backend", "nope", "--port", "1")
     assert r.exit_code == 2 and "unknown captioner" in r.output

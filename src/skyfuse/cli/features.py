@@ -82,6 +82,12 @@ def features(
         captions = folder.text_root
     caps = load_captions(captions, folder.root)
     root = cache_dir if cache_dir is not None else default_cache_dir()
+    if devices is None:
+        from skyfuse.devices import check_device
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(check_device(device))  # before any weights load
     ie = create_image_encoder(image_encoder)
     te_kw = {"max_length": max_length} if max_length is not None else {}
     te = create_text_encoder(text_encoder, **te_kw)
@@ -102,8 +108,6 @@ def features(
     else:
         from skyfuse.encoders.features import extract_features
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         fs = extract_features(
             folder.samples,
             caps,

@@ -44,6 +44,17 @@ def _caption_source(
     return loaded, name, opts
 
 
+def _opset_range() -> tuple[int, int]:
+    """Opsets `skyfuse export` can write: 14 (scaled-dot-product attention) up to torch's newest."""
+    try:
+        from torch.onnx import _constants
+
+        high = int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):  # pragma: no cover - private module moved
+        high = 20
+    return 14, high
+
+
 def check_live_backend(name: str, vlm_model: str | None) -> None:
     """Refuse a captioner that cannot work before anything is loaded or written (captioners are only
     built when the first image needs a caption, which would be after the output file exists)."""
@@ -314,6 +325,12 @@ def register(app: typer.Typer) -> None:
         model_dir = resolve_model_dir(model_dir)
         if fmt.lower() != "onnx":
             raise ConfigError(f"unknown export format {fmt!r}; supported: onnx")
+        low, high = _opset_range()
+        if not low <= opset <= high:
+            raise ConfigError(
+                f"--opset {opset}: this torch exports opsets {low}..{high} of these models"
+                " (attention needs 14); the default 17 suits onnxruntime >= 1.12"
+            )
         kw = _encoder_kw(image_encoder, text_encoder) if encoders else {}
         with console.status("exporting and checking against torch..."):
             report = export_bundle(model_dir, out, encoders=encoders, opset=opset, **kw)

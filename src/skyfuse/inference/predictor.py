@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from skyfuse.devices import check_device
 from skyfuse.errors import BadInputError, ConfigError, SkyfuseError
 
 
@@ -260,27 +261,6 @@ def token_strings(text_encoder: Any, captions: Sequence[str]) -> list[list[str]]
         row = ids[i] if mask is None else ids[i][mask[i].bool()]
         out.append([str(t) for t in tokenizer.convert_ids_to_tokens(row.tolist())])
     return out
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """A torch device that exists here, or a one-line `ConfigError` (instead of torch's assertion
-    deep inside the first `.to()`)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(
-            f"--device {device}: not a torch device; use cpu, cuda, cuda:N or mps"
-        ) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: no CUDA GPU here; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {device}: MPS is not available here; use --device cpu")
-    return dev
 
 
 def make_caption_fn(spec: Any, *, prompt: str | None = None, **options: Any) -> CaptionFn:
