@@ -7,7 +7,6 @@ only against the classes it was trained on.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,13 @@ from typing import Any
 from PIL import Image
 
 from skyfuse.errors import BadInputError, ConfigError
-from skyfuse.inference.predictor import CaptionFn, LabelProb, Prediction, Predictor, make_caption_fn
+from skyfuse.inference.predictor import (
+    LabelProb,
+    LazyCaptionFn,
+    Prediction,
+    Predictor,
+    caption_chunks,
+)
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -63,21 +68,10 @@ class ZeroShotPredictor:
             raise BadInputError("zero-shot prediction needs at least two class names in --classes")
         self.batch_size = max(1, int(batch_size))
         self.prompt_id = self.model.prompt_id
-        self._captioner_spec = captioner
-        self._captioner_options = dict(captioner_options or {})
-        self._caption_fn: CaptionFn | None = None
-        self._lock = threading.Lock()
+        self._captions = LazyCaptionFn(captioner, captioner_options)
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        if self._caption_fn is None:
-            with self._lock:
-                if self._caption_fn is None:
-                    self._caption_fn = make_caption_fn(
-                        self._captioner_spec or "attributes",
-                        prompt=self.prompt_id,
-                        **self._captioner_options,
-                    )
-        return self._caption_fn(images)
+        return self._captions(images, prompt=self.prompt_id)
 
     def predict(
         self,
@@ -87,18 +81,8 @@ class ZeroShotPredictor:
         *,
         explain: bool = False,
     ) -> list[Prediction]:
-        images = list(images)
-        if captions is not None and len(captions) != len(images):
-            raise BadInputError(
-                f"{len(captions)} captions for {len(images)} images; give one caption per image"
-            )
         out: list[Prediction] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            if captions is None:
-                caps = self.caption(chunk)
-            else:
-                caps = [str(c or "") for c in captions[start : start + self.batch_size]]
+        for chunk, caps in caption_chunks(images, captions, self.batch_size, self.caption):
             ranked = self.model.predict(chunk, caps, self.class_names, top_k)
             for cap, top in zip(caps, ranked, strict=True):
                 out.append(Prediction([LabelProb(n, p) for n, p in top], cap))

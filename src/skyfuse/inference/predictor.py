@@ -8,7 +8,7 @@ through `Predictor.predict`, which encodes pixels and captions with the encoders
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,56 @@ class Prediction:
 
 
 CaptionFn = Callable[[Sequence[Image.Image]], list[str]]
+
+
+class LazyCaptionFn:
+    """The caption function of a predictor, built on first use and only once.
+
+    Why: building a captioner can load a VLM, which prediction with given captions never needs; a
+    server's concurrent first requests must share one build (the lock). `Predictor` and the
+    zero-shot predictor both caption through this.
+    """
+
+    def __init__(self, spec: Any | None, options: dict[str, Any] | None = None) -> None:
+        self._spec = spec
+        self._options = dict(options or {})
+        self._fn: CaptionFn | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, images: Sequence[Image.Image], *, prompt: str | None) -> list[str]:
+        """Captions for images; `prompt` (a prompt id) is used when the function is first built."""
+        if self._fn is None:
+            with self._lock:
+                if self._fn is None:
+                    self._fn = make_caption_fn(
+                        self._spec or "attributes", prompt=prompt, **self._options
+                    )
+        return self._fn(images)
+
+
+def caption_chunks(
+    images: Sequence[Image.Image],
+    captions: Sequence[str] | None,
+    batch_size: int,
+    caption: CaptionFn,
+) -> Iterator[tuple[list[Image.Image], list[str]]]:
+    """(images, captions) batches of at most `batch_size`; captions come from `caption` when None.
+
+    Why one place: every predictor must pair images and captions the same way (one per image,
+    missing captions as empty strings) and caption lazily, batch by batch.
+    """
+    images = list(images)
+    if captions is not None and len(captions) != len(images):
+        raise BadInputError(
+            f"{len(captions)} captions for {len(images)} images; give one caption per image"
+        )
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        if captions is None:
+            caps = caption(chunk)
+        else:
+            caps = [str(c or "") for c in captions[start : start + batch_size]]
+        yield chunk, caps
 
 
 def softmax_top_k(logits: torch.Tensor, labels: Sequence[str], k: int) -> list[list[LabelProb]]:
@@ -128,10 +178,7 @@ class Predictor:
         for enc in (self.image_encoder, self.text_encoder):
             if isinstance(enc, torch.nn.Module):
                 enc.to(self.device).eval()
-        self._captioner_spec = captioner
-        self._captioner_options = dict(captioner_options or {})
-        self._caption_fn: CaptionFn | None = None
-        self._lock = threading.Lock()
+        self._captions = LazyCaptionFn(captioner, captioner_options)
 
     # -- captions ----------------------------------------------------------------------------------
     @property
@@ -140,15 +187,7 @@ class Predictor:
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         """Captions for images from the configured captioner (default: the offline attribute one)."""
-        if self._caption_fn is None:
-            with self._lock:
-                if self._caption_fn is None:
-                    self._caption_fn = make_caption_fn(
-                        self._captioner_spec or "attributes",
-                        prompt=self.prompt_id,
-                        **self._captioner_options,
-                    )
-        return self._caption_fn(images)
+        return self._captions(images, prompt=self.prompt_id)
 
     # -- prediction --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -180,18 +219,8 @@ class Predictor:
         explain: bool = False,
     ) -> list[Prediction]:
         """Top-k labels per image; captions are generated when not given (one per image)."""
-        images = list(images)
-        if captions is not None and len(captions) != len(images):
-            raise BadInputError(
-                f"{len(captions)} captions for {len(images)} images; give one caption per image"
-            )
         out: list[Prediction] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            if captions is None:
-                caps = self.caption(chunk)
-            else:
-                caps = [str(c or "") for c in captions[start : start + self.batch_size]]
+        for chunk, caps in caption_chunks(images, captions, self.batch_size, self.caption):
             logits, _, expl = self.forward(chunk, caps, explain=explain)
             for i, top in enumerate(softmax_top_k(logits, self.class_names, top_k)):
                 out.append(Prediction(top, caps[i], expl[i] if expl else None))
