@@ -179,6 +179,17 @@ def test_explain_writes_pictures(tmp_path: Path, bundle: Path, scenes: Path) -> 
     assert not (tmp_path / "one" / "tsne.png").exists()
 
 
+def test_explain_says_why_an_image_model_has_no_attention_figures(
+    tmp_path: Path, scenes: Path
+) -> None:
+    """Regression: `--examples 2` on an `image` model silently wrote no attention figure."""
+    image_only = make_bundle(tmp_path / "img" / "model", model="image")
+    img = scenes / "desert" / "desert_0002.jpg"
+    r = _run("explain", image_only, img, "--out", tmp_path / "ex", "--examples", "2")
+    assert r.exit_code == 0, r.output
+    assert "no attention figures: the image model has no cross-attention" in r.output
+
+
 def test_export_cli(tmp_path: Path, bundle: Path) -> None:
     out = tmp_path / "onnx" / "m.onnx"
     r = _run("export", bundle, "--format", "onnx", "--out", out, "--no-encoders")

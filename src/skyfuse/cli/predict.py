@@ -280,6 +280,14 @@ def register(app: typer.Typer) -> None:
             err_console.print(
                 f"[yellow]skipped[/yellow] {key}: {reason}", highlight=False, soft_wrap=True
             )
+        if examples > 0 and not any(f.parent.name == "attention" for f in summary.files):
+            kind = getattr(getattr(predictor.bundle, "config", None), "model", "this")
+            err_console.print(
+                f"no attention figures: the {kind} model has no cross-attention to show"
+                " (dual, t2i and i2t have)",
+                highlight=False,
+                soft_wrap=True,
+            )
         oa = f", OA on the sample {100 * summary.oa:.1f} %" if summary.oa is not None else ""
         console.print(
             f"{summary.images} images explained{oa}; wrote:", highlight=False, soft_wrap=True
