@@ -4,6 +4,9 @@ Same protocol as frozen-feature training (selection on val, test scored once, re
 ``checkpoints/``), with `skyfuse.models.e2e.EndToEndClassifier`, separate learning rates for the
 encoders and the fusion network, aerial augmentation (flips, 90-degree rotations) on the device, and
 Lightning's devices / strategy / num_nodes / precision passed through (e.g. ``bf16-mixed``, ``ddp``).
+Images come from a uint8 pixel cache built (or reused) at the image encoder's input size, captions are
+tokenised once, and `GpuAugment` normalises and augments each batch after it reaches the device
+(`skyfuse.training.finetune_data`); ``pixel_cache=False`` keeps the decode-every-epoch path.
 The bundle holds the fusion weights as usual plus the fine-tuned encoders' weights
 (``image_encoder.safetensors``, ``text_encoder.safetensors``; ``extra.finetuned_encoders``).
 """
@@ -21,15 +24,18 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from skyfuse.data.pixelcache import GpuAugment, gpu_augment_for
+from skyfuse.encoders.base import ImagePreprocess
 from skyfuse.models.e2e import EndToEndClassifier
 from skyfuse.training.augment import aerial_augment
 from skyfuse.training.config import TrainConfig
+from skyfuse.training.finetune_data import build_cached_inputs, cached_loader, trim_padding
 from skyfuse.training.fit import BestWeights, EpochHook, History, quiet_lightning
 from skyfuse.training.module import FusionTask
 
 
 class ImageCaptionDataset(Dataset[tuple[torch.Tensor, str, int]]):
-    """Decoded, preprocessed images with their captions and labels (decoding happens in workers)."""
+    """Decoded, preprocessed images with their captions and labels (``pixel_cache=False`` path)."""
 
     def __init__(
         self,
@@ -66,16 +72,42 @@ class _Collate:
         return {"pixels": pixels, **tokens, "label": torch.tensor([it[2] for it in items])}
 
 
-class FinetuneTask(FusionTask):
-    """`FusionTask` over pixels + token ids, with encoder / fusion learning rates and augmentation."""
+def device_batch(batch: dict[str, torch.Tensor], augment: GpuAugment) -> dict[str, torch.Tensor]:
+    """A pixel-cache batch on its device -> model inputs: uint8 pixels normalised (and, when `augment`
+    is in training mode, flipped / rotated), ``labels`` renamed ``label``, token padding trimmed."""
+    out = trim_padding({k: v for k, v in batch.items() if k not in ("labels", "index")})
+    out["pixels"] = augment(batch["pixels"])
+    out["label"] = batch["labels"]
+    return out
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, *, steps_per_epoch: int) -> None:
+
+class FinetuneTask(FusionTask):
+    """`FusionTask` over pixels + token ids, with encoder / fusion learning rates and augmentation.
+
+    With `augment` (a `GpuAugment`), batches are uint8 pixel-cache batches, turned into model inputs
+    on the device in `on_after_batch_transfer`; flips and rotations only while training.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        *,
+        steps_per_epoch: int,
+        augment: GpuAugment | None = None,
+    ) -> None:
         super().__init__(model, cfg, steps_per_epoch=steps_per_epoch)
+        self.augment = augment
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.augment is None:
+            return batch
+        return device_batch(batch, self.augment)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         text = {k: v for k, v in batch.items() if k not in ("pixels", "label")}
         pixels = batch["pixels"]
-        if self.training and self.cfg.augment:
+        if self.augment is None and self.training and self.cfg.augment:
             pixels = aerial_augment(pixels)
         return self.model(pixels, **text).logits
 
@@ -126,15 +158,23 @@ def build_end_to_end_model(
 
 @torch.inference_mode()
 def predict_e2e(
-    model: nn.Module, loader: DataLoader[Any], device: torch.device
+    model: nn.Module,
+    loader: DataLoader[Any],
+    device: torch.device,
+    augment: GpuAugment | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) over a loader, eval mode."""
+    """(logits, labels) over a loader, eval mode; `augment` (eval mode: normalise only) for
+    pixel-cache batches."""
     model.eval().to(device)
+    if augment is not None:
+        augment.eval().to(device)
     logits, labels = [], []
     for batch in loader:
+        if augment is not None:
+            batch = device_batch({k: v.to(device) for k, v in batch.items()}, augment)
         text = {k: v.to(device) for k, v in batch.items() if k not in ("pixels", "label")}
         logits.append(model(batch["pixels"].to(device), **text).logits.float().cpu())
-        labels.append(batch["label"])
+        labels.append(batch["label"].cpu())
     return torch.cat(logits), torch.cat(labels)
 
 
@@ -151,8 +191,15 @@ def run_finetune(
     text_encoder: str,
     prompt_id: str | None = None,
     on_epoch: EpochHook | None = None,
+    pixel_cache: bool = True,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune end to end on ``split.train`` (selection on ``split.val``), test once, write the run."""
+    """Fine-tune end to end on ``split.train`` (selection on ``split.val``), test once, write the run.
+
+    `pixel_cache` (default) builds or reuses the split's uint8 pixel cache under `cache_dir` (default:
+    the feature cache folder, ``pixels/`` inside it); images it cannot decode are left out of all parts
+    and counted in ``result["skipped_images"]``. False decodes every image in every epoch.
+    """
     from safetensors.torch import save_model
 
     from skyfuse.training.metrics import classification_metrics
@@ -167,13 +214,25 @@ def run_finetune(
     e2e, fcfg = build_end_to_end_model(image_encoder, text_encoder, model, len(classes), fusion)
     index = folder.by_rel()
     collate = _Collate(e2e.text_encoder)
+    augment: GpuAugment | None = None
+    skipped = 0
+    if pixel_cache:
+        pre: ImagePreprocess = getattr(e2e.image_encoder, "preprocess_cfg")  # noqa: B009
+        cache, tokens = build_cached_inputs(
+            folder, split, captions, classes, pre, e2e.text_encoder, cache_dir
+        )
+        skipped = len(cache.skipped)
+        augment = gpu_augment_for(pre, dihedral=cfg.augment)
 
-    def ds(rels: Sequence[str]) -> ImageCaptionDataset:
-        return ImageCaptionDataset([index[r] for r in rels], captions, classes, e2e.image_encoder)
+    def loader(rels: Sequence[str], shuffle: bool) -> DataLoader[Any]:
+        if pixel_cache:
+            return cached_loader(cache, tokens, rels, cfg, shuffle=shuffle)
+        ds = ImageCaptionDataset([index[r] for r in rels], captions, classes, e2e.image_encoder)
+        return _loader(ds, collate, cfg, shuffle=shuffle)
 
-    train_loader = _loader(ds(split.train), collate, cfg, shuffle=True)
-    val_loader = _loader(ds(split.val), collate, cfg, shuffle=False) if split.val else None
-    task = FinetuneTask(e2e, cfg, steps_per_epoch=len(train_loader))
+    train_loader = loader(split.train, True)
+    val_loader = loader(split.val, False) if split.val else None
+    task = FinetuneTask(e2e, cfg, steps_per_epoch=len(train_loader), augment=augment)
     best = BestWeights(cfg.monitor, "min" if cfg.monitor == "val_loss" else "max")
     history = History(on_epoch)
     workdir = out_dir / "checkpoints" / "finetune"
@@ -228,7 +287,7 @@ def run_finetune(
     device = next(e2e.parameters()).device
     if not trainer.is_global_zero:
         return {}
-    logits, labels = predict_e2e(e2e, _loader(ds(split.test), collate, cfg, shuffle=False), device)
+    logits, labels = predict_e2e(e2e, loader(split.test, False), device, augment)
     test = classification_metrics(labels, logits.argmax(-1), classes)  # the only look at test
     img_id = getattr(e2e.image_encoder, "encoder_id", image_encoder)
     txt_id = getattr(e2e.text_encoder, "encoder_id", text_encoder)
@@ -263,6 +322,8 @@ def run_finetune(
             "seconds": round(time.perf_counter() - t0, 3),
         },
         "test": test,
+        "input_pipeline": "pixel-cache" if pixel_cache else "decode",
+        "skipped_images": skipped,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     e2e.cpu()
