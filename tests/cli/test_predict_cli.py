@@ -219,15 +219,31 @@ def test_serve_cli_builds_a_loopback_server(bundle: Path, monkeypatch: pytest.Mo
             self.config.app,
         )
 
+    from skyfuse.serving.server import free_port
+
     monkeypatch.setattr(uvicorn.Server, "run", fake_run)
-    r = _run("serve", bundle, "--port", "8123", "--max-upload-mb", "0.01", "--max-batch", "2")
+    port = free_port()
+    r = _run("serve", bundle, "--port", port, "--max-upload-mb", "0.01", "--max-batch", "2")
     assert r.exit_code == 0, r.output
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123 and "warning" not in r.output
+    assert seen["host"] == "127.0.0.1" and seen["port"] == port and "warning" not in r.output
     with TestClient(seen["app"]) as c:  # type: ignore[arg-type]
         assert c.get("/classes").json()["classes"] == CLASSES
         big = c.post(
             "/predict", files={"image": ("x.png", b"\x89PNG" + b"0" * 20_000, "image/png")}
         )
         assert big.status_code == 413
-    r = _run("serve", bundle, "--host", "0.0.0.0")
+    r = _run("serve", bundle, "--host", "0.0.0.0", "--port", free_port("0.0.0.0"))
     assert r.exit_code == 0 and "reachable from other machines" in r.output
+
+
+def test_serve_port_in_use_is_one_line_before_loading(bundle: Path) -> None:
+    """Regression: a busy port surfaced as uvicorn log lines and exit 3, after the model loaded."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = _run("serve", bundle, "--port", port)
+    assert r.exit_code == 2 and f"127.0.0.1:{port}: cannot listen" in r.output, r.output
+    assert "serving" not in r.output

@@ -9,6 +9,30 @@ import typer
 from skyfuse.cli.common import err_console, friendly_errors
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Fail in one line, before the model loads, when HOST:PORT cannot be listened on (a port in use
+    used to surface as uvicorn's log lines and exit status 3 after the model had loaded)."""
+    import socket
+
+    from skyfuse.errors import ConfigError
+
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"--host {host}: cannot resolve ({exc.strerror}); use an address such as 127.0.0.1"
+        ) from None
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise ConfigError(
+                f"{host}:{port}: cannot listen ({exc.strerror}); pick another --port or stop what"
+                " uses it"
+            ) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     @friendly_errors
@@ -80,6 +104,7 @@ def register(app: typer.Typer) -> None:
                 f"[yellow]warning:[/yellow] binding {host}: the service is reachable from other"
                 " machines and has no authentication"
             )
+        check_bindable(host, port)
         model_dir = resolve_model_dir(model_dir)
         _, name, opts = _caption_source(None, backend, vlm_model, base_url, None)
         predictor = load_predictor(
