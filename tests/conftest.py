@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import typer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,3 +41,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"real data not present: {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the test: tiny models on a shared, busy CPU run far faster without
+    OpenMP contention and spin-waits. Areas with only tiny models use it through an autouse fixture."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cli_app(*modules: ModuleType) -> typer.Typer:
+    """A Typer app with only the verbs of the given `skyfuse.cli` modules, so a CLI test does not
+    depend on the other command modules importing cleanly."""
+    application = typer.Typer()
+
+    @application.callback()
+    def _root() -> None:
+        pass
+
+    for module in modules:
+        module.register(application)
+    return application

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from skyfuse.cli import data as data_cli
 from skyfuse.data.splits import Split
+from tests.conftest import cli_app
 
 runner = CliRunner()
 
@@ -18,14 +19,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
     """Only this module's verbs, so these tests do not depend on the other CLI modules."""
-    application = typer.Typer()
-
-    @application.callback()
-    def _root() -> None:
-        pass
-
-    data_cli.register(application)
-    return application
+    return cli_app(data_cli)
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,14 @@ import typer
 from typer.testing import CliRunner
 
 from skyfuse.cli import features as features_cli
+from tests.conftest import cli_app
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    application = typer.Typer()
-
-    @application.callback()
-    def _root() -> None:
-        pass
-
-    features_cli.register(application)
-    return application
+    return cli_app(features_cli)
 
 
 def test_fills_then_reuses_the_cache(app, scene, vit_folder, bert_folder, tmp_path: Path) -> None:
