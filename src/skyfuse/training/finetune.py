@@ -275,6 +275,9 @@ def run_finetune(
         **kwargs,
     )
     last = workdir / "last.ckpt"
+    # from_pretrained leaves HF models in eval mode and Lightning keeps submodule modes as found, so
+    # without this the trainable encoders would fine-tune with dropout off (frozen ones stay in eval)
+    task.train()
     trainer.fit(
         task,
         train_dataloaders=train_loader,
