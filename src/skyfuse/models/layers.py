@@ -76,18 +76,25 @@ def attend(
     return y.transpose(1, 2).reshape(b, lq, -1), weights
 
 
-class Attention(nn.Module):
-    """Multi-head attention of queries over another sequence (cross-attention), one sample at a time."""
+class _MultiHead(nn.Module):
+    """Head split and attention dropout shared by the attention layers below."""
 
-    def __init__(
-        self, width: int, heads: int, dropout: float = 0.0, kv_width: int | None = None
-    ) -> None:
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
         self.head_dim = width // heads
         self.dropout = dropout
+
+
+class Attention(_MultiHead):
+    """Multi-head attention of queries over another sequence (cross-attention), one sample at a time."""
+
+    def __init__(
+        self, width: int, heads: int, dropout: float = 0.0, kv_width: int | None = None
+    ) -> None:
+        super().__init__(width, heads, dropout)
         self.q = nn.Linear(width, width)
         self.kv = nn.Linear(kv_width or width, 2 * width)
         self.out = nn.Linear(width, width)
@@ -108,16 +115,11 @@ class Attention(nn.Module):
         return self.out(y), weights
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(_MultiHead):
     """Self-attention with one fused QKV projection (one matmul instead of two)."""
 
     def __init__(self, width: int, heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        if width % heads:
-            raise ValueError(f"width {width} is not divisible by heads {heads}")
-        self.heads = heads
-        self.head_dim = width // heads
-        self.dropout = dropout
+        super().__init__(width, heads, dropout)
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
 
