@@ -150,6 +150,14 @@ def main() -> None:
             report[f"aid-{model}"] = m
             for setting, methods in m["settings"].items():
                 rows.append(("AID-150 RSICD", setting, f"head ({model})", methods["head"]))
+                rows.append(
+                    (
+                        "AID-150 RSICD",
+                        setting,
+                        f"head+caption ({model})",
+                        methods["head_plus_caption"],
+                    )
+                )
                 if model == args.models[0]:
                     rows.append(("AID-150 RSICD", setting, "caption-only", methods["caption_only"]))
     if "whu" in args.data:
@@ -161,6 +169,14 @@ def main() -> None:
             report[f"whu-{model}"] = m
             methods = m["settings"]["raw"]
             rows.append(("WHU-RS19 attributes", "raw", f"head ({model})", methods["head"]))
+            rows.append(
+                (
+                    "WHU-RS19 attributes",
+                    "raw",
+                    f"head+caption ({model})",
+                    methods["head_plus_caption"],
+                )
+            )
             if model == args.models[0]:
                 rows.append(("WHU-RS19 attributes", "raw", "caption-only", methods["caption_only"]))
     print()

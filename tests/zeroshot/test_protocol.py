@@ -73,12 +73,15 @@ def test_run_zeroshot_writes_metrics_folds_and_model(
             assert 0.0 <= stat["mean"] <= 1.0 and stat["std"] >= 0.0 and len(stat["folds"]) == 2
             assert set(m["baselines"]["caption_only"][group][key]) == {"mean", "std", "folds"}
     assert set(m["settings"]) == {"raw", "masked"}
+    assert set(m["baselines"]) == {"caption_only", "head_plus_caption"}
+    assert set(m["settings"]["masked"]) == {"head", "caption_only", "head_plus_caption"}
     # 2 unseen classes of 8: ZSL top-5 covers both, so it is 1 for every method
     assert m["zsl"]["top5"]["mean"] == 1.0
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["zsl"]["top1"]["mean"] == pytest.approx(m["zsl"]["top1"]["mean"])
     table = (tmp_path / "out" / "metrics.md").read_text()
     assert "| raw | semantic head |" in table and "| masked | caption-only |" in table
+    assert "| masked | head + caption-only (score sum) |" in table
     folds = [ZeroShotFold.load(tmp_path / "out" / "folds" / f"fold_{k}.json") for k in (0, 1)]
     assert not set(folds[0].unseen) & set(folds[1].unseen)
     for fold in folds:

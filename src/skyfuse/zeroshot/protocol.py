@@ -151,18 +151,18 @@ def run_fold(
     cfg = settings.train.model_copy(update={"seed": settings.train.seed + fold.index})
     head, history = train_semantic_head(fusion_base, train, val, e_seen, cfg)
     n_seen = len(fold.seen)
+    scale = float(head.scale.item())
+    head_zsl, head_gzsl = score(head, unseen, e_unseen), score(head, gzsl, e_all)
+    cap_zsl = caption_only_scores(unseen.caption_vec, e_unseen)
+    cap_gzsl = caption_only_scores(gzsl.caption_vec, e_all)
     out: dict[str, Any] = {
-        "head": evaluate_scores(
-            score(head, unseen, e_unseen),
+        "head": evaluate_scores(head_zsl, unseen.labels, head_gzsl, gzsl.labels, n_seen),
+        "caption_only": evaluate_scores(cap_zsl, unseen.labels, cap_gzsl, gzsl.labels, n_seen),
+        # score-level ensemble: the head's cosine plus the untrained caption cosine (class-agnostic)
+        "head_plus_caption": evaluate_scores(
+            head_zsl / scale + cap_zsl,
             unseen.labels,
-            score(head, gzsl, e_all),
-            gzsl.labels,
-            n_seen,
-        ),
-        "caption_only": evaluate_scores(
-            caption_only_scores(unseen.caption_vec, e_unseen),
-            unseen.labels,
-            caption_only_scores(gzsl.caption_vec, e_all),
+            head_gzsl / scale + cap_gzsl,
             gzsl.labels,
             n_seen,
         ),

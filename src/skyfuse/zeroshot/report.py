@@ -14,7 +14,12 @@ COLUMNS = (
     ("gzsl", "unseen", "GZSL unseen"),
     ("gzsl", "h", "GZSL H"),
 )
-METHOD_NAMES = {"head": "semantic head", "caption_only": "caption-only", "clip": "CLIP"}
+METHOD_NAMES = {
+    "head": "semantic head",
+    "caption_only": "caption-only",
+    "head_plus_caption": "head + caption-only (score sum)",
+    "clip": "CLIP",
+}
 
 
 def _cell(stat: Mapping[str, Any]) -> str:
