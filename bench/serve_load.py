@@ -67,34 +67,6 @@ def make_jpegs(n: int, size: int) -> list[bytes]:
     return out
 
 
-def start_server(model_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-c",
-        "from skyfuse.cli import main; main()",
-        "serve",
-        str(model_dir),
-        "--port",
-        str(port),
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise SystemExit(f"server exited: {err[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("server did not start")
-
-
 async def run_level(
     url: str, clients: int, duration: float, images: list[bytes], caption: str | None
 ) -> dict[str, Any]:
@@ -156,15 +128,18 @@ def main() -> None:
     levels = sorted({max(1, min(MAX_CLIENTS, c)) for c in args.clients})
     duration = max(1.0, min(MAX_DURATION, args.duration))
 
-    from skyfuse.serving.server import free_port
+    from skyfuse.serving.server import free_port, serve_subprocess, wait_healthy
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or make_bundle(Path(tmp) / "model")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = start_server(model_dir, port)
+        proc = serve_subprocess(model_dir, port, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            wait_healthy(url, proc)
+            try:
+                wait_healthy(url, proc, timeout_s=300.0, interval_s=0.5)
+            except RuntimeError as exc:
+                raise SystemExit(str(exc)) from None
             images = make_jpegs(16, args.size)
             caption = (
                 "Dark green tree crowns cover most of the image, crossed by a narrow grey road."

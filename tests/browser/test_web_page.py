@@ -8,16 +8,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
 from skyfuse.data.synthetic import render_scene
-from skyfuse.serving.server import free_port
+from skyfuse.serving.server import free_port, serve_subprocess, wait_healthy
 from tests.conftest import REPO
 from tests.inference.helpers import CLASSES, make_bundle
 
@@ -35,21 +32,6 @@ def _requirements() -> str | None:
     return None
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise AssertionError(f"skyfuse serve exited with {proc.returncode}: {out[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("skyfuse serve did not become healthy")
-
-
 def test_web_page_in_chromium(tmp_path: Path) -> None:
     missing = _requirements()
     if missing:
@@ -59,18 +41,9 @@ def test_web_page_in_chromium(tmp_path: Path) -> None:
     Image.fromarray(render_scene("forest", 0, size=160, seed=3)).save(image)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-c",
-        "from skyfuse.cli import main; main()",
-        "serve",
-        str(bundle),
-        "--port",
-        str(port),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = serve_subprocess(bundle, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc, timeout_s=120.0, interval_s=0.3)
         shots = REPO / "test-artifacts" / "browser"
         shots.mkdir(parents=True, exist_ok=True)
         shot = shots / "web_page.png"

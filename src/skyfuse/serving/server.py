@@ -4,8 +4,11 @@ benchmarks, the browser test), always on loopback unless told otherwise."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +32,46 @@ def uvicorn_config(app: Any, host: str = LOOPBACK, port: int = 8000, **kw: Any) 
     kw.setdefault("limit_concurrency", 256)
     kw.setdefault("timeout_graceful_shutdown", 5)
     return uvicorn.Config(app, host=host, port=port, **kw)
+
+
+def serve_subprocess(model_dir: str | Path, port: int, **popen_kw: Any) -> subprocess.Popen[bytes]:
+    """`skyfuse serve MODEL_DIR --port PORT` in a child process, with this interpreter.
+
+    Why a process: a load test or browser test must not share the server's GIL; `popen_kw` chooses
+    where its output goes (pipe one stream to see why it died in `wait_healthy`).
+    """
+    cmd = [
+        sys.executable,
+        "-c",
+        "from skyfuse.cli import main; main()",
+        "serve",
+        str(model_dir),
+        "--port",
+        str(port),
+    ]
+    return subprocess.Popen(cmd, **popen_kw)
+
+
+def wait_healthy(
+    url: str, proc: subprocess.Popen[bytes], *, timeout_s: float, interval_s: float
+) -> None:
+    """Return once GET url/health answers 200; RuntimeError with the end of the server's piped output
+    when the process exits first, RuntimeError when `timeout_s` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            stream = proc.stderr or proc.stdout
+            out = stream.read().decode(errors="replace") if stream else ""
+            raise RuntimeError(f"skyfuse serve exited with {proc.returncode}: {out[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval_s)
+    raise RuntimeError(f"skyfuse serve on {url} did not become healthy in {timeout_s:g} s")
 
 
 class BackgroundServer:
