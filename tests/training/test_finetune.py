@@ -128,7 +128,7 @@ def test_device_batch_augments_in_training_only() -> None:
     out = task.on_after_batch_transfer(dict(batch), 0)
     assert set(out) == {"pixels", "label", "input_ids", "attention_mask"}
     assert torch.allclose(out["pixels"], expected, atol=1e-5)
-    assert torch.equal(out["label"], torch.arange(6)) and out["input_ids"].shape == (6, 3)
+    assert torch.equal(out["label"], torch.arange(6)) and out["input_ids"].shape == (6, 4)
     task.train()
     changed = 0
     for _ in range(10):
@@ -172,3 +172,27 @@ def test_config_errors_are_one_line(bad: dict[str, object]) -> None:
 
     with pytest.raises(ConfigError):
         TrainConfig(**bad).lightning_devices()
+
+
+def test_caption_batches_are_trimmed_to_their_longest_caption(tmp_path: Path) -> None:
+    from skyfuse.data.folder import SceneFolder
+    from skyfuse.data.pixelcache import build_pixel_cache
+    from skyfuse.data.synthetic import make_synthetic_dataset
+    from skyfuse.encoders.base import ImagePreprocess
+    from skyfuse.training.finetune_data import CaptionPixelDataset
+
+    folder = SceneFolder(
+        make_synthetic_dataset(tmp_path / "d", per_class=2, size=16, classes=["beach", "forest"])
+    )
+    pre = ImagePreprocess(8, (0.5,) * 3, (0.5,) * 3, "exact")
+    cache = build_pixel_cache(list(folder), tmp_path / "c", preprocess=pre)
+    n = len(cache)
+    mask = torch.zeros(n, 6, dtype=torch.long)
+    mask[:, :2] = 1
+    mask[n - 1, :5] = 1  # only the last image has a long caption
+    tokens = {"input_ids": torch.arange(n * 6).view(n, 6), "attention_mask": mask}
+    ds = CaptionPixelDataset(cache, tokens=tokens)
+    short = ds.__getitems__(list(range(n - 1)))
+    assert short["input_ids"].shape == (n - 1, 2) and short["pixels"].shape == (n - 1, 8, 8, 3)
+    assert torch.equal(short["input_ids"], tokens["input_ids"][: n - 1, :2])
+    assert ds.__getitems__([0, n - 1])["attention_mask"].shape == (2, 5)

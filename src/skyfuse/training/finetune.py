@@ -29,7 +29,7 @@ from skyfuse.encoders.base import ImagePreprocess
 from skyfuse.models.e2e import EndToEndClassifier
 from skyfuse.training.augment import aerial_augment
 from skyfuse.training.config import TrainConfig
-from skyfuse.training.finetune_data import build_cached_inputs, cached_loader, trim_padding
+from skyfuse.training.finetune_data import build_cached_inputs, cached_loader
 from skyfuse.training.fit import BestWeights, EpochHook, History, quiet_lightning
 from skyfuse.training.module import FusionTask
 
@@ -74,8 +74,8 @@ class _Collate:
 
 def device_batch(batch: dict[str, torch.Tensor], augment: GpuAugment) -> dict[str, torch.Tensor]:
     """A pixel-cache batch on its device -> model inputs: uint8 pixels normalised (and, when `augment`
-    is in training mode, flipped / rotated), ``labels`` renamed ``label``, token padding trimmed."""
-    out = trim_padding({k: v for k, v in batch.items() if k not in ("labels", "index")})
+    is in training mode, flipped / rotated), ``labels`` renamed ``label``."""
+    out = {k: v for k, v in batch.items() if k not in ("labels", "index")}
     out["pixels"] = augment(batch["pixels"])
     out["label"] = batch["labels"]
     return out

@@ -39,7 +39,8 @@ def pixel_cache_dir(root: Path, preprocess: ImagePreprocess, cache_dir: Path | N
 def tokenize_all(
     text_encoder: Any, cache: PixelCache, captions: Mapping[str, str]
 ) -> dict[str, torch.Tensor]:
-    """Every cached image's caption tokenised once, rows in cache order (padding trimmed per batch)."""
+    """Every cached image's caption tokenised once, rows in cache order (padding trimmed per batch
+    by `CaptionPixelDataset`)."""
     tokens = text_encoder.tokenize([captions[rel] for rel in cache.rels])
     return {k: v.cpu() for k, v in tokens.items()}
 
@@ -60,6 +61,14 @@ def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ):
             out[key] = value[:, :width]
     return out
+
+
+class CaptionPixelDataset(PixelCacheDataset):
+    """`PixelCacheDataset` whose batches carry token columns only up to their longest caption; the
+    trim happens on the host (in the loader's workers), so the device never waits on a mask sum."""
+
+    def __getitems__(self, items: Sequence[int]) -> dict[str, torch.Tensor]:
+        return trim_padding(super().__getitems__(items))
 
 
 def build_cached_inputs(
@@ -94,7 +103,7 @@ def cached_loader(
     shuffle: bool,
 ) -> DataLoader[Any]:
     """`make_loader` over a split part: pinned memory under CUDA, persistent workers when workers > 0."""
-    ds: Dataset[Any] = PixelCacheDataset.from_rels(cache, rels, tokens)
+    ds: Dataset[Any] = CaptionPixelDataset.from_rels(cache, rels, tokens)
     return make_loader(
         ds, batch_size=cfg.batch_size, shuffle=shuffle, workers=cfg.num_workers, seed=cfg.seed
     )
