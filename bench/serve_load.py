@@ -128,7 +128,7 @@ def main() -> None:
     levels = sorted({max(1, min(MAX_CLIENTS, c)) for c in args.clients})
     duration = max(1.0, min(MAX_DURATION, args.duration))
 
-    from skyfuse.serving.server import free_port, serve_subprocess, wait_healthy
+    from skyfuse.serving.server import free_port, serve_subprocess, stop_subprocess, wait_healthy
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or make_bundle(Path(tmp) / "model")
@@ -157,11 +157,7 @@ def main() -> None:
                     file=sys.stderr,
                 )
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_subprocess(proc, timeout_s=20)
 
     held = [r for r in rows if r["errors"] == 0 and r["p99_ms"] < 1000.0]
     best = max(held, key=lambda r: r["clients"]) if held else None

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from skyfuse.data.synthetic import render_scene
-from skyfuse.serving.server import free_port, serve_subprocess, wait_healthy
+from skyfuse.serving.server import free_port, serve_subprocess, stop_subprocess, wait_healthy
 from tests.conftest import REPO
 from tests.inference.helpers import CLASSES, make_bundle
 
@@ -64,8 +64,4 @@ def test_web_page_in_chromium(tmp_path: Path) -> None:
         with Image.open(shot) as im:
             assert im.size[0] >= 1000 and im.size[1] >= 600
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_subprocess(proc, timeout_s=15)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from skyfuse.serving.server import free_port, serve_subprocess, wait_healthy
+from skyfuse.serving.server import free_port, serve_subprocess, stop_subprocess, wait_healthy
 
 # A stand-in server: /health answers STATUS once the process is up.
 STAND_IN = """
@@ -40,8 +40,8 @@ def test_returns_once_health_answers_200() -> None:
         wait_healthy(url, proc, timeout_s=30.0, interval_s=0.05)
         assert proc.poll() is None
     finally:
-        proc.kill()
-        proc.wait()
+        stop_subprocess(proc, timeout_s=10)
+    assert proc.returncode is not None  # stopped, not left running
 
 
 def test_times_out_when_health_never_answers_200() -> None:
@@ -50,8 +50,7 @@ def test_times_out_when_health_never_answers_200() -> None:
         with pytest.raises(RuntimeError, match="did not become healthy in 2 s"):
             wait_healthy(url, proc, timeout_s=2.0, interval_s=0.05)
     finally:
-        proc.kill()
-        proc.wait()
+        stop_subprocess(proc, timeout_s=10)
 
 
 @pytest.mark.parametrize("merged", [False, True])
@@ -69,5 +68,4 @@ def test_a_server_that_dies_reports_its_output(tmp_path: Path, merged: bool) -> 
             wait_healthy(f"http://127.0.0.1:{port}", proc, timeout_s=120.0, interval_s=0.1)
         assert "no such bundle" in str(info.value)
     finally:
-        proc.kill()
-        proc.wait()
+        stop_subprocess(proc, timeout_s=10)

@@ -74,6 +74,17 @@ def wait_healthy(
     raise RuntimeError(f"skyfuse serve on {url} did not become healthy in {timeout_s:g} s")
 
 
+def stop_subprocess(proc: subprocess.Popen[bytes], *, timeout_s: float) -> None:
+    """Ask a `serve_subprocess` server to stop (SIGTERM: uvicorn shuts down gracefully); kill it
+    when it has not exited after `timeout_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class BackgroundServer:
     """A uvicorn server in a daemon thread; `url` is set once it accepts connections."""
 
