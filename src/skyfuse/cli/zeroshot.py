@@ -70,12 +70,15 @@ def zeroshot(
     clip: str | None = typer.Option(
         None,
         "--clip",
-        help="Also score the CLIP baseline with openclip:<arch>@<checkpoint> (needs skyfuse[openclip]).",
+        help="Also score the CLIP baseline with openclip:<arch>@<checkpoint>. Needs the openclip"
+        " extra: pip install 'skyfuse\\[openclip]' (open_clip_torch, timm, torchvision).",
     ),
     epochs: int = typer.Option(30, "--epochs", min=1, help="Maximum epochs per head."),
     lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Learning rate."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Training batch size."),
-    width: int = typer.Option(256, "--width", min=8, help="Fusion width."),
+    width: int = typer.Option(
+        256, "--width", min=8, help="Fusion width (a multiple of the 4 attention heads)."
+    ),
     image_grid: int | None = typer.Option(
         None,
         "--image-grid",
@@ -83,7 +86,9 @@ def zeroshot(
         help="Average the image token grid to NxN regions before fusion (e.g. 2: 7x7 -> 2x2; much faster on a CPU).",
     ),
     cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Feature cache (default: $SKYFUSE_CACHE_DIR or ~/.cache/skyfuse)."
+        None,
+        "--cache-dir",
+        help="Feature cache folder. Default: $SKYFUSE_CACHE_DIR or ~/.cache/skyfuse/features.",
     ),
     fold_models: bool = typer.Option(
         False,
@@ -107,6 +112,7 @@ def zeroshot(
     from skyfuse.captioning import load_captions
     from skyfuse.data.folder import SceneFolder
     from skyfuse.errors import BadInputError
+    from skyfuse.zeroshot.checks import check_fusion_settings, check_out_dir
     from skyfuse.zeroshot.classes import load_class_file, resolve_classes, save_class_file
     from skyfuse.zeroshot.protocol import ZeroShotSettings, run_zeroshot
     from skyfuse.zeroshot.task import HeadTrainConfig
@@ -120,6 +126,9 @@ def zeroshot(
         save_class_file(export_descriptions, specs, templates or DEFAULT_TEMPLATES)
         console.print(f"wrote {len(specs)} class descriptions to {export_descriptions}")
         return
+    # cheap checks first: feature extraction takes minutes
+    check_fusion_settings(model, {"width": width})
+    check_out_dir(out)
     if captions is None:
         if folder.text_root is None:
             raise BadInputError(

@@ -19,6 +19,7 @@ import torch
 from skyfuse.errors import BadInputError, ConfigError
 from skyfuse.models import FusionConfig
 from skyfuse.zeroshot.baselines import caption_only_scores, clip_scores
+from skyfuse.zeroshot.checks import check_fusion_settings, check_out_dir, fusion_config
 from skyfuse.zeroshot.classes import DEFAULT_TEMPLATES, ClassSpec, resolve_classes
 from skyfuse.zeroshot.folds import ZeroShotFold, make_folds
 from skyfuse.zeroshot.metrics import aggregate, gzsl_metrics, zsl_metrics
@@ -97,15 +98,14 @@ def pool_image_tokens(features: Any, grid: int) -> Any:
 
 def fusion_base(settings: ZeroShotSettings, features: FeatureRows) -> FusionConfig:
     """The fusion settings for these features (the head's width is set by SemanticHead)."""
-    return FusionConfig.from_dict(
+    return fusion_config(
         {
             **settings.fusion,
             "model": settings.model,
             "image_dim": int(features.image_tokens.shape[-1]),
             "text_dim": int(features.text_tokens.shape[-1]),
             "num_classes": int(features.text_tokens.shape[-1]),
-        },
-        source="zero-shot fusion settings",
+        }
     )
 
 
@@ -245,6 +245,8 @@ def run_zeroshot(
     unknown = [c for c in settings.captions if c not in CAPTION_SETTINGS]
     if unknown or not settings.captions:
         raise ConfigError(f"caption settings must be among {CAPTION_SETTINGS}, got {unknown}")
+    check_fusion_settings(settings.model, settings.fusion)
+    check_out_dir(out)
     folder = SceneFolder(root)
     missing = [s.rel for s in folder.samples if not str(captions.get(s.rel, "")).strip()]
     if missing:
