@@ -99,3 +99,10 @@ def test_weights_file_is_not_pickle(tmp_path: Path) -> None:
     head = (out / WEIGHTS).read_bytes()[:8]
     header_len = int.from_bytes(head, "little")  # safetensors: u64 header size then JSON
     assert (out / WEIGHTS).read_bytes()[8 : 8 + header_len].startswith(b"{")
+
+
+def test_not_a_manifest_says_what_to_pass(tmp_path: Path) -> None:
+    (tmp_path / "notbundle").mkdir()
+    (tmp_path / "notbundle" / MANIFEST).write_text("{}")
+    with pytest.raises(CheckpointError, match="pass the model/ folder a `skyfuse train` run wrote"):
+        load_bundle(tmp_path / "notbundle")

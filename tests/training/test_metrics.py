@@ -38,3 +38,13 @@ def test_bad_inputs() -> None:
         classification_metrics([], [], ["a", "b"])
     with pytest.raises(BadInputError, match="y_pred"):
         classification_metrics([0, 1], [0], ["a", "b"])
+
+
+def test_kappa_is_defined_for_a_one_class_scored_part() -> None:
+    from skyfuse.training.metrics import classification_metrics
+
+    right = classification_metrics([1, 1, 1], [1, 1, 1], ["a", "b", "c"])
+    assert right["kappa"] == 1.0 and right["oa"] == 1.0
+    mixed = classification_metrics([1, 1, 1, 1], [1, 1, 0, 1], ["a", "b", "c"])
+    assert mixed["kappa"] == mixed["kappa"]  # not NaN
+    assert mixed["kappa"] == 0.0  # p_o = p_e = 0.75

@@ -132,7 +132,9 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
             f"{path}: corrupt bundle manifest ({exc}); retrain or restore the file"
         ) from None
     if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
-        raise CheckpointError(f"{path}: not a skyfuse bundle manifest")
+        raise CheckpointError(
+            f"{path}: not a skyfuse bundle manifest; pass the model/ folder a `skyfuse train` run wrote"
+        )
     version = data.get("version")
     if not isinstance(version, int) or version > BUNDLE_VERSION:
         raise CheckpointError(

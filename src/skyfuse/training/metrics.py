@@ -2,11 +2,14 @@
 
 Why a dict of plain floats: it goes straight into ``metrics.json`` and into tables; values are fractions
 in [0, 1] (tables show percent). AA is the mean recall over the classes that occur in ``y_true``, so a
-test split that lacks a class does not drag AA down with a meaningless zero.
+test split that lacks a class does not drag AA down with a meaningless zero. Kappa, undefined (0/0)
+when the expected agreement is 1 (a one-class scored part predicted as that class), is reported as 1.0
+if all predictions are right and 0.0 otherwise, so it is never NaN.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +69,10 @@ def classification_metrics(
     recall_present = correct[present].double() / support[present].double()
     aa = float(recall_present.mean())
     kappa = float(multiclass_cohen_kappa(preds, target, num_classes=k))
+    if not math.isfinite(kappa):
+        # 0/0: expected agreement p_e is 1 (truth and predictions are one and the same class), so
+        # kappa is undefined; report 1.0 when every prediction is right (then p_o = p_e = 1), else 0.0
+        kappa = 1.0 if oa == 1.0 else 0.0
     prec = multiclass_precision(preds, target, num_classes=k, average=None, zero_division=0)
     rec = multiclass_recall(preds, target, num_classes=k, average=None, zero_division=0)
     f1 = multiclass_f1_score(preds, target, num_classes=k, average=None, zero_division=0)
