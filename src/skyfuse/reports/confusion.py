@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def plot_confusion(
         ax.set_yticks(range(k), labels=list(class_names), fontsize=font)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        if title:
-            ax.set_title(title)
+        if (
+            title
+        ):  # wrapped to the figure so a long title on a small (few-class) plot is not clipped
+            ax.set_title(textwrap.fill(title, width=max(24, int(7.5 * side))))
         if k <= 20:
             for i in range(k):
                 for j in range(k):
@@ -53,7 +56,7 @@ def plot_confusion(
         fig.tight_layout()
         out_png = Path(out_png)
         out_png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_png)
+        fig.savefig(out_png, bbox_inches="tight", pad_inches=0.1)
     finally:
         plt.close(fig)
     return out_png
