@@ -118,3 +118,26 @@ def test_concat_pads_token_lengths() -> None:
     both = TensorSet.concat([a, b])
     assert both.text_tokens.shape[:2] == (7, 7)
     assert not both.text_mask[:4, 5:].any()
+
+
+def test_ctrl_c_becomes_training_interrupted_and_restores_sigint() -> None:
+    import signal
+
+    cfg = TrainConfig(epochs=3, accelerator="cpu", devices="1")
+
+    def ctrl_c(row: dict[str, float]) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(fit_mod.TrainingInterrupted):
+        fit_phase(_builder()(), toy_set(24, seed=0), None, cfg, on_epoch=ctrl_c)
+    assert signal.getsignal(signal.SIGINT) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_accelerator_without_gpu_is_config_error() -> None:
+    from skyfuse.errors import ConfigError
+
+    cfg = TrainConfig(accelerator="gpu")
+    with pytest.raises(ConfigError, match=r"--accelerator gpu .*use --accelerator cpu"):
+        fit_mod.make_trainer(cfg, accelerator="gpu", devices="auto", logger=False)

@@ -30,7 +30,14 @@ from skyfuse.models.e2e import EndToEndClassifier
 from skyfuse.training.augment import aerial_augment
 from skyfuse.training.config import TrainConfig
 from skyfuse.training.finetune_data import build_cached_inputs, cached_loader
-from skyfuse.training.fit import BestWeights, EpochHook, History, quiet_lightning
+from skyfuse.training.fit import (
+    BestWeights,
+    EpochHook,
+    History,
+    fit_or_interrupt,
+    make_trainer,
+    quiet_lightning,
+)
 from skyfuse.training.module import FusionTask
 
 
@@ -258,7 +265,8 @@ def run_finetune(
             )
         )
     kwargs: dict[str, Any] = {"precision": cfg.precision} if cfg.precision else {}
-    trainer = L.Trainer(
+    trainer = make_trainer(
+        cfg,
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
         devices=cfg.lightning_devices(),
@@ -278,7 +286,8 @@ def run_finetune(
     # from_pretrained leaves HF models in eval mode and Lightning keeps submodule modes as found, so
     # without this the trainable encoders would fine-tune with dropout off (frozen ones stay in eval)
     task.train()
-    trainer.fit(
+    fit_or_interrupt(
+        trainer,
         task,
         train_dataloaders=train_loader,
         val_dataloaders=val_loader,

@@ -10,8 +10,10 @@ it, and a finished phase leaves a JSON marker (plus safetensors weights) so it i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -24,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
 
+from skyfuse.errors import ConfigError
 from skyfuse.training.config import TrainConfig
 from skyfuse.training.data import FeatureDataModule, TensorSet
 from skyfuse.training.module import FusionTask
@@ -129,6 +132,46 @@ class FitResult:
     seconds: float = 0.0
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped ``trainer.fit``; the checkpoints stay, so rerunning the same command resumes."""
+
+
+def make_trainer(cfg: TrainConfig, **kwargs: Any) -> L.Trainer:
+    """A Lightning Trainer, or a one-line `ConfigError` for an accelerator/devices/strategy/precision
+    this machine cannot run (Lightning raises a MisconfigurationException with a traceback)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"--accelerator {cfg.accelerator} --devices {cfg.devices}: {first.rstrip('.!')};"
+            " use --accelerator cpu (or auto) and --devices auto"
+        ) from None
+
+
+def fit_or_interrupt(trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+    """``trainer.fit`` that turns Ctrl-C into `TrainingInterrupted`.
+
+    Why: on KeyboardInterrupt Lightning tears down, ignores SIGINT from then on and calls
+    ``sys.exit(1)`` without a word; callers want a clear line and exit status 130 instead.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(*args, **kwargs)
+    except SystemExit:
+        if trainer.interrupted:
+            raise TrainingInterrupted from None
+        raise
+    finally:
+        # not the main thread (ValueError), or a handler set outside Python (TypeError)
+        with contextlib.suppress(ValueError, TypeError):
+            signal.signal(signal.SIGINT, previous)
+    if trainer.interrupted:
+        raise TrainingInterrupted
+
+
 def _trainer(
     cfg: TrainConfig,
     max_epochs: int,
@@ -139,7 +182,8 @@ def _trainer(
     kwargs: dict[str, Any] = {}
     if cfg.precision:
         kwargs["precision"] = cfg.precision
-    return L.Trainer(
+    return make_trainer(
+        cfg,
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
         devices=cfg.lightning_devices(),
@@ -212,7 +256,7 @@ def fit_phase(
     dm._train_batches = None  # let Lightning build the iterable with its rank
     trainer = _trainer(cfg, epochs, callbacks, workdir, has_val)
     t0 = time.perf_counter()
-    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    fit_or_interrupt(trainer, task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - t0
     epochs_run = len(history.rows) or int(trainer.current_epoch)
     if has_val and best.best_state is not None:
