@@ -97,6 +97,16 @@ def test_train_evaluate_and_refuse_rerun(env: dict[str, Path]) -> None:
     assert scored["test"]["oa"] == pytest.approx(metrics["test"]["oa"])
     assert scored["test"]["confusion"] == metrics["test"]["confusion"]
 
+    # without --captions, evaluate reuses the captions file the run recorded
+    assert metrics["captions"] == str(env["caps"].resolve())
+    plain = runner.invoke(
+        app, ["evaluate", str(out), str(env["data"]), "--cache-dir", str(env["cache"])]
+    )
+    assert plain.exit_code == 0, plain.output
+    assert f"OA {100 * metrics['test']['oa']:.2f} %" in plain.output
+    bad = runner.invoke(app, ["evaluate", str(out), str(env["data"]), "--part", "nope"])
+    assert bad.exit_code == 2 and "--part nope: use test, val, train, trainval or all" in bad.output
+
 
 def test_bench_table_with_probes(env: dict[str, Path]) -> None:
     out = env["root"] / "bench"
@@ -131,9 +141,55 @@ def test_bad_inputs_are_one_line(env: dict[str, Path]) -> None:
         app, ["train", str(env["data"]), "--model", "nope", "--train", "0.5", "--out", str(env["root"] / "y"),
               *_common(env)],
     )  # fmt: skip
-    assert res.exit_code == 2 and "unknown model" in res.output
+    assert res.exit_code == 2 and "--model nope: unknown; use one of concat, dual" in res.output
     res = runner.invoke(app, ["evaluate", str(env["root"] / "missing"), str(env["data"])])
     assert res.exit_code == 2 and "not found" in res.output
     res = runner.invoke(app, ["bench", str(env["data"]), "--captions", str(env["caps"]), "--seeds", "a,b",
                               "--train", "0.5"])  # fmt: skip
     assert res.exit_code == 2 and "--seeds" in res.output
+
+
+def test_help_names_real_verbs_and_parts() -> None:
+    runner = CliRunner()
+    train_help = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    assert "skyfuse data split" not in train_help and "skyfuse split" in train_help
+    eval_help = " ".join(runner.invoke(app, ["evaluate", "--help"]).output.split())
+    assert "trainval" in eval_help and "all" in eval_help
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_accelerator_without_gpu_is_one_line(env: dict[str, Path]) -> None:
+    res = CliRunner().invoke(
+        app,
+        ["train", str(env["data"]), "--train", "0.5", "--accelerator", "gpu", "--out",
+         str(env["root"] / "gpu"), *_common(env)],
+    )  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "--accelerator gpu" in res.output and "use --accelerator cpu" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_interrupted_train_says_how_to_resume(
+    env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyfuse.training import run as run_mod
+    from skyfuse.training.fit import TrainingInterrupted
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise TrainingInterrupted
+
+    monkeypatch.setattr(run_mod, "run_training", stop)
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(env["data"]),
+            "--train",
+            "0.5",
+            "--out",
+            str(env["root"] / "intr"),
+            *_common(env),
+        ],
+    )
+    assert res.exit_code == 130, res.output
+    assert "interrupted; rerun the same command to resume" in res.output

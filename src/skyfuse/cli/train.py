@@ -41,6 +41,29 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _check_model(model: str) -> None:
+    """One line naming the flag for an unknown --model (instead of a pydantic message about FusionConfig)."""
+    from skyfuse.errors import ConfigError
+    from skyfuse.models import list_models
+
+    known = list_models()
+    if model.lower() not in known:
+        raise ConfigError(f"--model {model}: unknown; use one of {', '.join(known)}")
+
+
+def _recorded_captions(run_dir: Path) -> Path | None:
+    """The captions file a `skyfuse train` run recorded in its metrics.json, if it still exists."""
+    try:
+        recorded = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get(
+            "captions"
+        )
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(recorded, str) and Path(recorded).exists():
+        return Path(recorded)
+    return None
+
+
 def _warn_dropped(dropped: list[str], skipped: dict[str, str]) -> None:
     if dropped:
         why = skipped.get(dropped[0], "no features")
@@ -71,7 +94,7 @@ def train(
         None, "--train", help="Training fraction per class instead of a protocol, e.g. 0.5."
     ),
     split_file: Path | None = typer.Option(
-        None, "--split", help="A saved split JSON (from `skyfuse data split` or DIR/split.json)."
+        None, "--split", help="A saved split JSON (from `skyfuse split` or DIR/split.json)."
     ),
     val: float = typer.Option(
         0.1, "--val", help="Fraction of the training part held out for early stopping."
@@ -159,7 +182,9 @@ def train(
     Example: skyfuse train data/aid --captions caps.jsonl --model dual --protocol aid-20 --seed 0 --out runs/dual-s0
     """
     from skyfuse.training.config import TrainConfig
+    from skyfuse.training.fit import TrainingInterrupted
 
+    _check_model(model)
     done = out / "metrics.json"
     if done.is_file() and not force:
         from skyfuse.errors import ConfigError
@@ -197,22 +222,26 @@ def train(
         num_workers=workers,
     )
     fusion = _fusion(width, heads, levels, dropout, shortcut, shared_weights)
-    result = _train(
-        path,
-        captions,
-        model,
-        protocol,
-        train_ratio,
-        split_file,
-        val,
-        seed,
-        out,
-        cfg,
-        fusion,
-        image_encoder,
-        text_encoder,
-        cache_dir,
-    )
+    try:
+        result = _train(
+            path,
+            captions,
+            model,
+            protocol,
+            train_ratio,
+            split_file,
+            val,
+            seed,
+            out,
+            cfg,
+            fusion,
+            image_encoder,
+            text_encoder,
+            cache_dir,
+        )
+    except TrainingInterrupted:
+        err_console.print("interrupted; rerun the same command to resume", highlight=False)
+        raise typer.Exit(130) from None
     t = result["test"]
     console.print(
         f"[bold]{result['model']}[/bold] test OA {100 * t['oa']:.2f} %  AA {100 * t['aa']:.2f} %"
@@ -270,6 +299,7 @@ def _train(
             image_encoder=image_encoder,
             text_encoder=text_encoder,
             prompt_id=caps.prompt_id,
+            cache_dir=cache_dir,
         )
     from skyfuse.training.run import run_training
 
@@ -298,8 +328,11 @@ def _train(
             dataset=str(folder.root),
             on_epoch=bar.update,
         )
-    if dropped:
-        result["dropped"] = dropped
+    if dropped or captions is not None:
+        if dropped:
+            result["dropped"] = dropped
+        if captions is not None:  # lets `skyfuse evaluate RUN` find the same captions again
+            result["captions"] = str(captions.resolve())
         (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
 
@@ -342,10 +375,15 @@ def evaluate(
         None, "--split", help="Split JSON; its test part is scored (default: the run's split.json)."
     ),
     part: str = typer.Option(
-        "test", "--part", help="Which part of the split to score: test, val, train or all."
+        "test",
+        "--part",
+        help="Which part to score: test, val, train, trainval (of the split) or all (every image of the folder).",
     ),
     captions: Path | None = typer.Option(
-        None, "--captions", "-c", help="Captions (as for train). Default: the folder's text/ tree."
+        None,
+        "--captions",
+        "-c",
+        help="Captions (as for train). Default: the captions file the run was trained with, else the folder's text/ tree.",
     ),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Feature cache (default as for train)."
@@ -366,6 +404,11 @@ def evaluate(
     from skyfuse.training.evaluate import evaluate_model
     from skyfuse.training.run import markdown_report
 
+    if part not in ("test", "val", "train", "trainval", "all"):
+        raise ConfigError(f"--part {part}: use test, val, train, trainval or all")
+    run_dir = model_dir if (model_dir / "model" / "bundle.json").is_file() else model_dir.parent
+    if captions is None:
+        captions = _recorded_captions(run_dir)
     if (model_dir / "model" / "bundle.json").is_file():
         if split_file is None and (model_dir / "split.json").is_file():
             split_file = model_dir / "split.json"
@@ -415,6 +458,17 @@ def evaluate(
     have = set(features.rels)
     dropped = [r for r in rels if r not in have]
     _warn_dropped(dropped, features.skipped)
+    if not len(dropped) < len(rels):
+        raise ConfigError(
+            f"{path}: none of the {len(rels)} image(s) of --part {part} has a caption or features; pass the --captions the model was trained with"
+        )
+    if 2 * len(dropped) > len(rels):
+        err_console.print(
+            f"[bold yellow]warning:[/bold yellow] {len(dropped)} of {len(rels)} image(s) of --part {part} were skipped"
+            f" (no caption or features); the scores below cover only {len(rels) - len(dropped)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     data = TensorSet.from_features(features, [r for r in rels if r in have], bundle.class_names)
     metrics = evaluate_model(bundle.model, data, bundle.class_names)
     t = metrics
