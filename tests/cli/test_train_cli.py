@@ -104,6 +104,28 @@ def test_train_evaluate_and_refuse_rerun(env: dict[str, Path]) -> None:
     )
     assert plain.exit_code == 0, plain.output
     assert f"OA {100 * metrics['test']['oa']:.2f} %" in plain.output
+    partial = (
+        env["root"] / "partial.csv"
+    )  # captions for one class only: 8 of 12 test images skipped
+    rows = env["caps"].read_text().splitlines()
+    partial.write_text(
+        "\n".join([rows[0], *[r for r in rows[1:] if r.startswith("beach/")]]) + "\n"
+    )
+    warned = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(out),
+            str(env["data"]),
+            "-c",
+            str(partial),
+            "--cache-dir",
+            str(env["cache"]),
+        ],
+    )
+    assert warned.exit_code == 0, warned.output
+    assert "8 of 12 image(s) of --part test were skipped" in " ".join(warned.output.split())
+    assert "nan" not in warned.output
     bad = runner.invoke(app, ["evaluate", str(out), str(env["data"]), "--part", "nope"])
     assert bad.exit_code == 2 and "--part nope: use test, val, train, trainval or all" in bad.output
 
