@@ -63,6 +63,14 @@ class EncoderModule(nn.Module):
     _lazy_attrs: frozenset[str] = frozenset()
 
     # -- lazy weights ------------------------------------------------------------------------------
+    def _setup_weights(self, trainable: bool) -> None:
+        """End of a subclass __init__: trainable encoders load now, frozen ones on first use."""
+        if trainable:
+            self._load_weights()
+        else:
+            self._defer_weights()
+        self.freeze(not trainable)
+
     def _defer_weights(self) -> None:
         self.__dict__["_weights_loaded"] = False
         self.__dict__["_pending_to"] = []

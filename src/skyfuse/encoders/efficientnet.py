@@ -96,11 +96,7 @@ class EfficientNetLiteEncoder(EncoderModule):
         self.encoder_id = (
             f"efficientnet-lite0@{file_fingerprint(path)}:{self.preprocess_cfg.describe()}{suffix}"
         )
-        if trainable:
-            self._load_weights()
-        else:
-            self._defer_weights()  # the network is built on first use (cached runs never need it)
-        self.freeze(not trainable)
+        self._setup_weights(trainable)
 
     def _load_weights(self) -> None:
         from efficientnet_lite_pytorch import EfficientNet

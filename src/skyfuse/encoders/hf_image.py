@@ -104,11 +104,7 @@ class HFImageEncoder(EncoderModule):
         self.dim = int(config_value(cfg, folder, "hidden_size", tower=tower))
         self.source_folder = folder
         self.encoder_id = f"hf:{label}@{fingerprint}:{self.preprocess_cfg.describe()}"
-        if trainable:
-            self._load_weights()
-        else:
-            self._defer_weights()  # loaded on first encode; a fully cached run never needs it
-        self.freeze(not trainable)
+        self._setup_weights(trainable)
 
     def _load_weights(self) -> None:
         from transformers import AutoModel, CLIPVisionModel

@@ -103,11 +103,7 @@ class HFTextEncoder(EncoderModule):
         tag = f"{pooling}-l2" if normalize else pooling
         self.encoder_id = f"{name or 'hf:' + label}@{fingerprint}:len{max_length}:{tag}"
         self.__dict__["_tokenizer"] = None
-        if trainable:
-            self._load_weights()
-        else:
-            self._defer_weights()  # loaded on first encode; a fully cached run never needs it
-        self.freeze(not trainable)
+        self._setup_weights(trainable)
 
     def _load_weights(self) -> None:
         from transformers import AutoModel, CLIPTextModel
