@@ -199,3 +199,44 @@ def test_every_model_can_fit_a_small_problem(name: str) -> None:
     with torch.no_grad():
         acc = (model(img, im, txt, tm).logits.argmax(-1) == labels).float().mean().item()
     assert acc > 0.9, f"{name}: train accuracy {acc:.2f}"
+
+
+def test_drop_tokens_hides_only_real_tokens_and_keeps_one() -> None:
+    from skyfuse.models.layers import drop_tokens
+
+    torch.manual_seed(0)
+    tokens = torch.zeros(400, 20, 3)
+    mask = torch.ones(400, 20, dtype=torch.bool)
+    mask[:, 15:] = False  # padding stays padding
+    mask[7] = False  # an all-padding row stays all padding
+    out = drop_tokens(tokens, mask, 0.5)
+    assert out is not None
+    assert not (out & ~mask).any()
+    assert not out[7].any()
+    rows = torch.arange(400) != 7
+    assert out[rows].any(dim=1).all()
+    hidden = 1 - out[rows].sum() / mask[rows].sum()
+    assert 0.45 < float(hidden) < 0.55
+    # Nearly everything hidden: every row with a real token still keeps one.
+    assert drop_tokens(tokens, mask, 0.999)[rows].any(dim=1).all()  # type: ignore[index]
+    assert drop_tokens(tokens, None, 0.0) is None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_token_drop_acts_in_training_only(name: str) -> None:
+    img, im, txt, tm = _batch()
+    plain, dropped = _model(name).eval(), _model(name, token_drop=0.5).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dropped(img, im, txt, tm).logits, plain(img, im, txt, tm).logits)
+    dropped.train()
+    plain.train()
+    for m in (plain, dropped):
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+    torch.manual_seed(3)
+    with torch.no_grad():
+        a = dropped(img, im, txt, tm).logits
+        b = plain(img, im, txt, tm).logits
+    assert torch.isfinite(a).all()
+    assert not torch.allclose(a, b)

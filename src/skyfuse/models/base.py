@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from skyfuse.errors import BadInputError
 from skyfuse.models.config import FusionConfig
-from skyfuse.models.layers import InputProjection, prepare_mask
+from skyfuse.models.layers import InputProjection, drop_tokens, prepare_mask
 
 
 @dataclass
@@ -128,6 +128,9 @@ class FusionModel(nn.Module):
             image_tokens, image_mask, self.image_proj, cfg.image_dim, "image"
         )
         text, text_mask = self._inputs(text_tokens, text_mask, self.text_proj, cfg.text_dim, "text")
+        if self.training and cfg.token_drop > 0:
+            image_mask = drop_tokens(image, image_mask, cfg.token_drop)
+            text_mask = drop_tokens(text, text_mask, cfg.token_drop)
         if image is not None and text is not None and image.shape[0] != text.shape[0]:
             raise BadInputError(
                 f"batch sizes differ: {image.shape[0]} images, {text.shape[0]} texts"

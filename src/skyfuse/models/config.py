@@ -41,6 +41,12 @@ class FusionConfig(BaseModel):
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout in attention, MLP and head")
     shortcut: bool = Field(True, description="feed pooled input projections to the head as well")
     mlp_ratio: float = Field(2.0, gt=0.0, description="hidden width of the MLPs / width")
+    token_drop: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of real tokens hidden at random per sample in training (0 = off)",
+    )
 
     @field_validator("model")
     @classmethod

@@ -40,6 +40,23 @@ def prepare_mask(mask: Tensor | None, tokens: Tensor) -> Tensor | None:
     return mask
 
 
+def drop_tokens(tokens: Tensor | None, mask: Tensor | None, rate: float) -> Tensor | None:
+    """Hide a random ``rate`` of each sample's real tokens (training only).
+
+    With frozen features every epoch shows the model the same tokens; hiding a random subset is the
+    only augmentation left, and it keeps attention from leaning on a few tokens. A sample keeps at
+    least one real token: where the draw would hide them all, its mask is left as it was.
+    """
+    if tokens is None or rate <= 0:
+        return mask
+    real = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    if mask is not None:
+        real = mask
+    keep = real & (torch.rand(real.shape, device=tokens.device) >= rate)
+    empty = ~keep.any(dim=1, keepdim=True)
+    return torch.where(empty, real, keep)
+
+
 def attend(
     q: Tensor,
     k: Tensor,
