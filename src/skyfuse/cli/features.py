@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import typer
 
 from skyfuse.cli.common import console, err_console, friendly_errors
+from skyfuse.cli.options import (
+    CacheDirOpt,
+    CaptionsOpt,
+    ImageEncoderOpt,
+    ScenePathArg,
+    TextEncoderOpt,
+)
 
 
 def _is_rank_zero() -> bool:
@@ -16,25 +22,11 @@ def _is_rank_zero() -> bool:
 
 @friendly_errors
 def features(
-    path: Path = typer.Argument(
-        ..., help="Scene folder: <class>/<image> or the paper layout (image/, text/)."
-    ),
-    captions: Path | None = typer.Option(
-        None,
-        "--captions",
-        "-c",
-        help="Captions: a caption store JSONL, a JSONL/CSV of path,caption, or a paper text/ tree."
-        " Default: the folder's own text/ tree (paper layout).",
-    ),
-    image_encoder: str = typer.Option(
-        "efficientnet-lite0", "--image-encoder", help="Image encoder name."
-    ),
-    text_encoder: str = typer.Option("minilm", "--text-encoder", help="Text encoder name."),
-    cache_dir: Path | None = typer.Option(
-        None,
-        "--cache-dir",
-        help="Feature cache folder. Default: $SKYFUSE_CACHE_DIR or ~/.cache/skyfuse/features.",
-    ),
+    path: ScenePathArg,
+    captions: CaptionsOpt = None,
+    image_encoder: ImageEncoderOpt = "efficientnet-lite0",
+    text_encoder: TextEncoderOpt = "minilm",
+    cache_dir: CacheDirOpt = None,
     batch_size: int = typer.Option(
         32, "--batch-size", "-b", min=1, help="Images or captions per batch."
     ),

@@ -10,8 +10,29 @@ from typing import Any
 import typer
 
 from skyfuse.cli.common import console, err_console, friendly_errors
-
-MODELS_HELP = "dual, image, text, concat, t2i or i2t"
+from skyfuse.cli.options import (
+    MODELS_HELP,
+    BatchSizeOpt,
+    CacheDirOpt,
+    CaptionsOpt,
+    DropoutOpt,
+    EpochsOpt,
+    HeadsOpt,
+    ImageEncoderOpt,
+    LevelsOpt,
+    LrOpt,
+    ModelOpt,
+    PatienceOpt,
+    ProtocolOpt,
+    RefitOpt,
+    ScenePathArg,
+    SeedOpt,
+    ShortcutOpt,
+    TextEncoderOpt,
+    TrainRatioOpt,
+    ValOpt,
+    WidthOpt,
+)
 
 
 def _fusion(
@@ -76,40 +97,22 @@ def _warn_dropped(dropped: list[str], skipped: dict[str, str]) -> None:
 
 @friendly_errors
 def train(
-    path: Path = typer.Argument(
-        ..., help="Scene folder: <class>/<image> or the paper layout (image/, text/)."
-    ),
-    captions: Path | None = typer.Option(
-        None,
-        "--captions",
-        "-c",
-        help="Captions: a store from `skyfuse caption`, a JSONL/CSV of path,caption, or a text/ tree."
-        " Default: the folder's own text/ tree.",
-    ),
-    model: str = typer.Option("dual", "--model", "-m", help=f"Fusion model: {MODELS_HELP}."),
-    protocol: str | None = typer.Option(
-        None, "--protocol", "-p", help="Split protocol, e.g. aid-20, aid-50, whu-60, ucm-80."
-    ),
-    train_ratio: float | None = typer.Option(
-        None, "--train", help="Training fraction per class instead of a protocol, e.g. 0.5."
-    ),
+    path: ScenePathArg,
+    captions: CaptionsOpt = None,
+    model: ModelOpt = "dual",
+    protocol: ProtocolOpt = None,
+    train_ratio: TrainRatioOpt = None,
     split_file: Path | None = typer.Option(
         None, "--split", help="A saved split JSON (from `skyfuse split` or DIR/split.json)."
     ),
-    val: float = typer.Option(
-        0.1, "--val", help="Fraction of the training part held out for early stopping."
-    ),
-    seed: int = typer.Option(
-        0, "--seed", help="Seed of the split, the initial weights and the batch order."
-    ),
+    val: ValOpt = 0.1,
+    seed: SeedOpt = 0,
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run folder: metrics.json, report.md, confusion.png, model/."
     ),
-    epochs: int = typer.Option(
-        40, "--epochs", help="Maximum epochs (early stopping on val may end sooner)."
-    ),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate of the fusion network (AdamW)."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Training batch size."),
+    epochs: EpochsOpt = 40,
+    lr: LrOpt = 1e-3,
+    batch_size: BatchSizeOpt = 64,
     weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
     schedule: str = typer.Option(
         "cosine", "--schedule", help="Learning-rate schedule: cosine, step or constant."
@@ -118,38 +121,22 @@ def train(
         0.0, "--label-smoothing", help="Cross-entropy label smoothing (0 = off)."
     ),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Gradient-norm clip (0 = off)."),
-    patience: int = typer.Option(10, "--patience", help="Early-stopping patience in epochs."),
+    patience: PatienceOpt = 10,
     monitor: str = typer.Option(
         "val_loss", "--monitor", help="Selection metric on val: val_loss or val_acc."
     ),
-    refit: bool = typer.Option(
-        False, "--refit", help="Choose the epoch count on val, then retrain on train+val for it."
-    ),
-    width: int = typer.Option(
-        128, "--width", help="Fusion width (128 keeps CPU training fast; the paper uses 512)."
-    ),
-    heads: int = typer.Option(4, "--heads", help="Attention heads."),
-    levels: int = typer.Option(2, "--levels", help="Fusion levels."),
-    dropout: float = typer.Option(0.1, "--dropout", help="Dropout in the fusion network."),
-    shortcut: bool = typer.Option(
-        True, "--shortcut/--no-shortcut", help="Feed pooled input projections to the head too."
-    ),
+    refit: RefitOpt = False,
+    width: WidthOpt = 128,
+    heads: HeadsOpt = 4,
+    levels: LevelsOpt = 2,
+    dropout: DropoutOpt = 0.1,
+    shortcut: ShortcutOpt = True,
     shared_weights: bool = typer.Option(
         False, "--shared-weights", help="One set of fusion weights for every level (the paper's)."
     ),
-    image_encoder: str = typer.Option(
-        "efficientnet-lite0",
-        "--image-encoder",
-        help="Image encoder (efficientnet-lite0, hf:<id or folder>, openclip:...).",
-    ),
-    text_encoder: str = typer.Option(
-        "minilm", "--text-encoder", help="Text encoder (minilm, hf:<id or folder>, openclip:...)."
-    ),
-    cache_dir: Path | None = typer.Option(
-        None,
-        "--cache-dir",
-        help="Feature cache. Default: $SKYFUSE_CACHE_DIR or ~/.cache/skyfuse/features.",
-    ),
+    image_encoder: ImageEncoderOpt = "efficientnet-lite0",
+    text_encoder: TextEncoderOpt = "minilm",
+    cache_dir: CacheDirOpt = None,
     finetune: bool = typer.Option(
         False, "--finetune", help="End-to-end fine-tuning of encoders + fusion (for GPUs)."
     ),
@@ -385,9 +372,7 @@ def evaluate(
         "-c",
         help="Captions (as for train). Default: the captions file the run was trained with, else the folder's text/ tree.",
     ),
-    cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Feature cache (default as for train)."
-    ),
+    cache_dir: CacheDirOpt = None,
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Folder for metrics.json, report.md and confusion.png."
     ),
@@ -509,25 +494,17 @@ def evaluate(
 
 @friendly_errors
 def bench(
-    path: Path = typer.Argument(..., help="Scene folder."),
-    captions: Path | None = typer.Option(
-        None, "--captions", "-c", help="Captions (as for train). Default: the folder's text/ tree."
-    ),
+    path: ScenePathArg,
+    captions: CaptionsOpt = None,
     models: str = typer.Option(
         "dual,image,text,concat", "--models", help=f"Comma-separated models: {MODELS_HELP}."
     ),
-    protocol: str | None = typer.Option(
-        None, "--protocol", "-p", help="Split protocol, e.g. aid-20, whu-60."
-    ),
-    train_ratio: float | None = typer.Option(
-        None, "--train", help="Training fraction per class instead of a protocol."
-    ),
+    protocol: ProtocolOpt = None,
+    train_ratio: TrainRatioOpt = None,
     seeds: str = typer.Option(
         "0,1,2", "--seeds", help="Comma-separated seeds; each gets its own split."
     ),
-    val: float = typer.Option(
-        0.1, "--val", help="Fraction of the training part held out for early stopping."
-    ),
+    val: ValOpt = 0.1,
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Folder for bench.md/.csv, runs.md/.csv and runs/ (resumable)."
     ),
@@ -536,27 +513,19 @@ def bench(
         "--probes/--no-probes",
         help="Add logistic-regression probes on pooled features (image, text, image+text).",
     ),
-    epochs: int = typer.Option(40, "--epochs", help="Maximum epochs per run."),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Batch size."),
-    patience: int = typer.Option(10, "--patience", help="Early-stopping patience."),
-    refit: bool = typer.Option(False, "--refit", help="Choose epochs on val, refit on train+val."),
-    width: int = typer.Option(
-        128, "--width", help="Fusion width (128 keeps CPU training fast; the paper uses 512)."
-    ),
-    heads: int = typer.Option(4, "--heads", help="Attention heads."),
-    levels: int = typer.Option(2, "--levels", help="Fusion levels."),
-    dropout: float = typer.Option(0.1, "--dropout", help="Dropout."),
-    shortcut: bool = typer.Option(
-        True, "--shortcut/--no-shortcut", help="Pooled shortcut into the head."
-    ),
-    image_encoder: str = typer.Option(
-        "efficientnet-lite0", "--image-encoder", help="Image encoder."
-    ),
-    text_encoder: str = typer.Option("minilm", "--text-encoder", help="Text encoder."),
-    cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Feature cache (default as for train)."
-    ),
+    epochs: EpochsOpt = 40,
+    lr: LrOpt = 1e-3,
+    batch_size: BatchSizeOpt = 64,
+    patience: PatienceOpt = 10,
+    refit: RefitOpt = False,
+    width: WidthOpt = 128,
+    heads: HeadsOpt = 4,
+    levels: LevelsOpt = 2,
+    dropout: DropoutOpt = 0.1,
+    shortcut: ShortcutOpt = True,
+    image_encoder: ImageEncoderOpt = "efficientnet-lite0",
+    text_encoder: TextEncoderOpt = "minilm",
+    cache_dir: CacheDirOpt = None,
     save_models: bool = typer.Option(
         False, "--save-models", help="Also write a model bundle per run."
     ),

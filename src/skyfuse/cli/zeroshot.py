@@ -8,6 +8,15 @@ from pathlib import Path
 import typer
 
 from skyfuse.cli.common import console, err_console, friendly_errors
+from skyfuse.cli.options import (
+    CacheDirOpt,
+    CaptionsOpt,
+    ImageEncoderOpt,
+    ModelOpt,
+    ScenePathArg,
+    SeedOpt,
+    TextEncoderOpt,
+)
 
 
 class CaptionSetting(StrEnum):
@@ -18,23 +27,10 @@ class CaptionSetting(StrEnum):
 
 @friendly_errors
 def zeroshot(
-    path: Path = typer.Argument(
-        ..., help="Scene folder: <class>/<image> or the paper layout (image/, text/)."
-    ),
-    captions: Path | None = typer.Option(
-        None,
-        "--captions",
-        "-c",
-        help="Captions: a caption store JSONL, a JSONL/CSV of path,caption, human caption sets"
-        " (e.g. RSICD *_caps.txt) or a paper text/ tree. Default: the folder's own text/ tree.",
-    ),
+    path: ScenePathArg,
+    captions: CaptionsOpt = None,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics, folds, model)."),
-    model: str = typer.Option(
-        "dual",
-        "--model",
-        "-m",
-        help="Fusion model under the head: dual, image, text, concat, t2i, i2t.",
-    ),
+    model: ModelOpt = "dual",
     unseen: float = typer.Option(
         0.25,
         "--unseen",
@@ -43,7 +39,7 @@ def zeroshot(
         help="Fraction of classes held out as unseen per fold.",
     ),
     folds: int = typer.Option(3, "--folds", "-k", min=1, help="Number of seen/unseen folds."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the class permutation and image splits."),
+    seed: SeedOpt = 0,
     mask: CaptionSetting = typer.Option(
         CaptionSetting.both,
         "--mask",
@@ -61,12 +57,8 @@ def zeroshot(
         "--export-descriptions",
         help="Write the class descriptions skyfuse would use for PATH's classes to this file and exit.",
     ),
-    image_encoder: str = typer.Option(
-        "efficientnet-lite0", "--image-encoder", help="Image encoder name (see `skyfuse features`)."
-    ),
-    text_encoder: str = typer.Option(
-        "minilm", "--text-encoder", help="Text encoder name; class embeddings use it too."
-    ),
+    image_encoder: ImageEncoderOpt = "efficientnet-lite0",
+    text_encoder: TextEncoderOpt = "minilm",
     clip: str | None = typer.Option(
         None,
         "--clip",
@@ -85,11 +77,7 @@ def zeroshot(
         min=1,
         help="Average the image token grid to NxN regions before fusion (e.g. 2: 7x7 -> 2x2; much faster on a CPU).",
     ),
-    cache_dir: Path | None = typer.Option(
-        None,
-        "--cache-dir",
-        help="Feature cache folder. Default: $SKYFUSE_CACHE_DIR or ~/.cache/skyfuse/features.",
-    ),
+    cache_dir: CacheDirOpt = None,
     fold_models: bool = typer.Option(
         False,
         "--fold-models/--no-fold-models",
@@ -103,7 +91,7 @@ def zeroshot(
 ) -> None:
     """Zero-shot classification of classes never seen in training, with mean ± std over folds.
 
-    Classes are split into seen and unseen (seeded; unseen sets disjoint across folds when possible; fold files in DIR/folds/). A semantic head projects the fused image+caption vector into the text encoder's sentence space and is trained on seen classes only (validation images from seen classes only). Unseen classes are scored by cosine similarity to their embeddings (prompt templates + descriptions). The caption-only baseline (and CLIP with --clip) is scored on the same images.
+    Classes are split into seen and unseen (seeded; unseen sets disjoint across folds when possible; fold files in DIR/folds/). A semantic head projects the fused image+caption vector into the text encoder's sentence space and is trained on seen classes only (validation images from seen classes only). Unseen classes are scored by cosine similarity to their embeddings (prompt templates + descriptions, embedded by --text-encoder). The caption-only baseline (and CLIP with --clip) is scored on the same images.
 
     Writes DIR/metrics.json: metrics["zsl"]["top1"]["mean"] / ["std"], likewise zsl.top5, gzsl.seen, gzsl.unseen, gzsl.h (the head, raw captions); metrics["baselines"]["caption_only"] in the same shape; metrics["settings"]["masked"] for masked captions. Also DIR/metrics.md (table) and DIR/model, a head trained on all classes for `skyfuse predict DIR/model IMAGES --classes "a,b"`.
 

@@ -1,0 +1,138 @@
+"""Typer parameters shared by several commands, declared once.
+
+Each alias is ``Annotated[type, typer.Option(...)]`` (or ``typer.Argument``): the option names,
+short flags, help text and checks live here, the default stays in the command's signature, e.g.
+``captions: CaptionsOpt = None``. ``tests/cli/test_options.py`` checks that every command using an
+alias shows the same help and the same default, so a re-declared copy that drifts is caught.
+
+Only options that mean the same thing everywhere belong here. Options that differ in one command
+(default, range or meaning) stay local to it: ``--batch-size`` of `features` (32, images per
+batch), `zeroshot`'s ``--width`` (256), ``--epochs``, ``--lr`` and ``--batch-size`` (with ranges),
+``--devices``/``--workers`` of `features` vs `train`, ``--out``, ``--split`` and the second
+``PATH`` of `evaluate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+MODELS_HELP = "dual, image, text, concat, t2i or i2t"
+
+# --- data ---------------------------------------------------------------------------------------
+
+ScenePathArg = Annotated[
+    Path,
+    typer.Argument(help="Scene folder: <class>/<image> or the paper layout (image/, text/)."),
+]
+CaptionsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--captions",
+        "-c",
+        help="Captions: a store from `skyfuse caption`, a JSONL/CSV of path,caption, human caption"
+        " sets (e.g. RSICD *_caps.txt) or a paper text/ tree. Default: the folder's own text/ tree.",
+    ),
+]
+ProtocolOpt = Annotated[
+    str | None,
+    typer.Option("--protocol", "-p", help="Split protocol, e.g. aid-20, aid-50, whu-60, ucm-80."),
+]
+TrainRatioOpt = Annotated[
+    float | None,
+    typer.Option("--train", help="Training fraction per class instead of a protocol, e.g. 0.5."),
+]
+ValOpt = Annotated[
+    float,
+    typer.Option("--val", help="Fraction of the training part held out for early stopping."),
+]
+SeedOpt = Annotated[
+    int,
+    typer.Option(
+        "--seed",
+        help="Seed of the splits (and of zeroshot's class folds), the initial weights and the"
+        " batch order.",
+    ),
+]
+
+# --- encoders and the feature cache -------------------------------------------------------------
+
+ImageEncoderOpt = Annotated[
+    str,
+    typer.Option(
+        "--image-encoder",
+        help="Image encoder: efficientnet-lite0 (bundled), hf:<hub id or folder>,"
+        " openclip:<arch>@<checkpoint>.",
+    ),
+]
+TextEncoderOpt = Annotated[
+    str,
+    typer.Option(
+        "--text-encoder",
+        help="Text encoder: minilm (bundled), hf:<hub id or folder>, openclip:<arch>@<checkpoint>.",
+    ),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Feature cache folder. Default: $SKYFUSE_CACHE_DIR or ~/.cache/skyfuse/features.",
+    ),
+]
+
+# --- fusion model -------------------------------------------------------------------------------
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"Fusion model: {MODELS_HELP}.")]
+WidthOpt = Annotated[
+    int,
+    typer.Option("--width", help="Fusion width (128 keeps CPU training fast; the paper uses 512)."),
+]
+HeadsOpt = Annotated[int, typer.Option("--heads", help="Attention heads.")]
+LevelsOpt = Annotated[int, typer.Option("--levels", help="Fusion levels.")]
+DropoutOpt = Annotated[float, typer.Option("--dropout", help="Dropout in the fusion network.")]
+ShortcutOpt = Annotated[
+    bool,
+    typer.Option("--shortcut/--no-shortcut", help="Feed pooled input projections to the head too."),
+]
+
+# --- training (train, bench) --------------------------------------------------------------------
+
+EpochsOpt = Annotated[
+    int,
+    typer.Option("--epochs", help="Maximum epochs per run (early stopping on val may end sooner)."),
+]
+LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate of the fusion network (AdamW).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Training batch size.")]
+PatienceOpt = Annotated[int, typer.Option("--patience", help="Early-stopping patience in epochs.")]
+RefitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--refit", help="Choose the epoch count on val, then retrain on train+val for it."
+    ),
+]
+
+__all__ = [
+    "MODELS_HELP",
+    "BatchSizeOpt",
+    "CacheDirOpt",
+    "CaptionsOpt",
+    "DropoutOpt",
+    "EpochsOpt",
+    "HeadsOpt",
+    "ImageEncoderOpt",
+    "LevelsOpt",
+    "LrOpt",
+    "ModelOpt",
+    "PatienceOpt",
+    "ProtocolOpt",
+    "RefitOpt",
+    "ScenePathArg",
+    "SeedOpt",
+    "ShortcutOpt",
+    "TextEncoderOpt",
+    "TrainRatioOpt",
+    "ValOpt",
+    "WidthOpt",
+]
