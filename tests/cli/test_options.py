@@ -48,6 +48,7 @@ SHARED: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
     "levels": (options.LevelsOpt, 2, TRAIN_BENCH),
     "dropout": (options.DropoutOpt, 0.1, TRAIN_BENCH),
     "shortcut": (options.ShortcutOpt, True, TRAIN_BENCH),
+    "token_drop": (options.TokenDropOpt, 0.0, TRAIN_BENCH),
 }
 
 #: what a user sees of a parameter, besides its position in --help

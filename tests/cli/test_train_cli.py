@@ -153,6 +153,20 @@ def test_bench_table_with_probes(env: dict[str, Path]) -> None:
     assert len(list((out / "runs").glob("*/metrics.json"))) == 10
 
 
+def test_bench_no_probes_and_token_drop(env: dict[str, Path]) -> None:
+    out = env["root"] / "bench-noprobes"
+    res = CliRunner().invoke(
+        app,
+        ["bench", str(env["data"]), "--models", "dual", "--train", "0.5", "--seeds", "0",
+         "--no-probes", "--token-drop", "0.3", "--epochs", "2", "--out", str(out), *_common(env)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    with (out / "bench.csv").open() as fh:
+        assert [r["model"] for r in csv.DictReader(fh)] == ["dual"]
+    (metrics,) = (out / "runs").glob("*/metrics.json")
+    assert json.loads(metrics.read_text())["fusion_config"]["token_drop"] == 0.3
+
+
 def test_bad_inputs_are_one_line(env: dict[str, Path]) -> None:
     runner = CliRunner()
     res = runner.invoke(

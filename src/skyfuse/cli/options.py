@@ -92,6 +92,16 @@ WidthOpt = Annotated[
 HeadsOpt = Annotated[int, typer.Option("--heads", help="Attention heads.")]
 LevelsOpt = Annotated[int, typer.Option("--levels", help="Fusion levels.")]
 DropoutOpt = Annotated[float, typer.Option("--dropout", help="Dropout in the fusion network.")]
+TokenDropOpt = Annotated[
+    float,
+    typer.Option(
+        "--token-drop",
+        min=0.0,
+        max=0.95,
+        help="Fraction of each sample's tokens hidden at random in training (0 = off); "
+        "augmentation for frozen features.",
+    ),
+]
 ShortcutOpt = Annotated[
     bool,
     typer.Option("--shortcut/--no-shortcut", help="Feed pooled input projections to the head too."),
@@ -132,6 +142,7 @@ __all__ = [
     "SeedOpt",
     "ShortcutOpt",
     "TextEncoderOpt",
+    "TokenDropOpt",
     "TrainRatioOpt",
     "ValOpt",
     "WidthOpt",

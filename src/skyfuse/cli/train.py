@@ -29,6 +29,7 @@ from skyfuse.cli.options import (
     SeedOpt,
     ShortcutOpt,
     TextEncoderOpt,
+    TokenDropOpt,
     TrainRatioOpt,
     ValOpt,
     WidthOpt,
@@ -36,7 +37,13 @@ from skyfuse.cli.options import (
 
 
 def _fusion(
-    width: int, heads: int, levels: int, dropout: float, shortcut: bool, shared: bool
+    width: int,
+    heads: int,
+    levels: int,
+    dropout: float,
+    shortcut: bool,
+    shared: bool,
+    token_drop: float = 0.0,
 ) -> dict[str, Any]:
     return {
         "width": width,
@@ -45,6 +52,7 @@ def _fusion(
         "dropout": dropout,
         "shortcut": shortcut,
         "shared_weights": shared,
+        "token_drop": token_drop,
     }
 
 
@@ -130,6 +138,7 @@ def train(
     heads: HeadsOpt = 4,
     levels: LevelsOpt = 2,
     dropout: DropoutOpt = 0.1,
+    token_drop: TokenDropOpt = 0.0,
     shortcut: ShortcutOpt = True,
     shared_weights: bool = typer.Option(
         False, "--shared-weights", help="One set of fusion weights for every level (the paper's)."
@@ -208,7 +217,7 @@ def train(
         precision=precision,
         num_workers=workers,
     )
-    fusion = _fusion(width, heads, levels, dropout, shortcut, shared_weights)
+    fusion = _fusion(width, heads, levels, dropout, shortcut, shared_weights, token_drop)
     try:
         result = _train(
             path,
@@ -522,6 +531,7 @@ def bench(
     heads: HeadsOpt = 4,
     levels: LevelsOpt = 2,
     dropout: DropoutOpt = 0.1,
+    token_drop: TokenDropOpt = 0.0,
     shortcut: ShortcutOpt = True,
     image_encoder: ImageEncoderOpt = "efficientnet-lite0",
     text_encoder: TextEncoderOpt = "minilm",
@@ -578,7 +588,8 @@ def bench(
         train_ratio=train_ratio,
         val=val,
         cfg=cfg,
-        fusion=_fusion(width, heads, levels, dropout, shortcut, False),
+        fusion=_fusion(width, heads, levels, dropout, shortcut, False, token_drop),
+        probes=probes,
         out_dir=out,
         image_encoder=features.image_encoder_id,
         text_encoder=features.text_encoder_id,
