@@ -9,6 +9,8 @@ Experiments (``../shared/data`` must exist):
                           names and verdicts masked; --protocol aid-20 or aid-50
   whu-attributes          WHU-RS19 + offline attribute captions (measured statistics, not a VLM); whu-60
   minitest-llava / minitest-human   aid-minitest with its LLaVA captions or its human RSICD captions
+  minitest-llava-masked / minitest-human-masked   the same with class names and verdicts masked
+                          (--train 0.1 leaves 4 training images per class: a harder comparison)
 
 Example:
   python bench/accuracy.py aid-masked --protocol aid-50 --seeds 0,1,2 --models image,text,concat,dual
@@ -38,13 +40,15 @@ def _captions(name: str, folder: Any, work: Path) -> dict[str, str]:
         store = work / "whu-attributes.jsonl"
         caption_folder(folder.root, create_captioner("attributes"), store, progress=False)
         return load_captions(store, dataset_root=folder.root)
-    if name == "minitest-llava":
-        return folder.texts()
-    if name == "minitest-human":
-        return load_captions(
+    if name.startswith("minitest-llava"):
+        caps = folder.texts()
+    elif name.startswith("minitest-human"):
+        caps = load_captions(
             SHARED / "aid-minitest" / "human_captions_rsicd.json", dataset_root=folder.root
         )
-    raise SystemExit(f"unknown experiment {name!r}")
+    else:
+        raise SystemExit(f"unknown experiment {name!r}")
+    return mask_captions(caps, folder.classes) if name.endswith("-masked") else caps
 
 
 DATASETS = {
@@ -53,6 +57,8 @@ DATASETS = {
     "whu-attributes": "whu-rs19",
     "minitest-llava": "aid-minitest",
     "minitest-human": "aid-minitest",
+    "minitest-llava-masked": "aid-minitest",
+    "minitest-human-masked": "aid-minitest",
 }
 
 
@@ -71,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int, default=8)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--levels", type=int, default=2)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument(
+        "--token-drop", type=float, default=0.0, help="fraction of tokens hidden in training"
+    )
     ap.add_argument("--refit", action="store_true")
     ap.add_argument("--no-shortcut", action="store_true")
     ap.add_argument("--no-probes", action="store_true")
@@ -99,7 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     split_name = args.protocol or f"train{args.train}"
     out = args.work / "runs" / f"{args.experiment}-{split_name}{'-' + args.tag if args.tag else ''}"
     cfg = TrainConfig(epochs=args.epochs, patience=args.patience, refit=args.refit)
-    fusion = {"width": args.width, "levels": args.levels, "shortcut": not args.no_shortcut}
+    fusion = {
+        "width": args.width,
+        "levels": args.levels,
+        "shortcut": not args.no_shortcut,
+        "dropout": args.dropout,
+        "token_drop": args.token_drop,
+    }
 
     def on_run(row: dict[str, Any]) -> None:
         print(
