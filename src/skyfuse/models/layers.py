@@ -49,9 +49,11 @@ def drop_tokens(tokens: Tensor | None, mask: Tensor | None, rate: float) -> Tens
     """
     if tokens is None or rate <= 0:
         return mask
-    real = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-    if mask is not None:
-        real = mask
+    real = (
+        mask
+        if mask is not None
+        else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    )
     keep = real & (torch.rand(real.shape, device=tokens.device) >= rate)
     empty = ~keep.any(dim=1, keepdim=True)
     return torch.where(empty, real, keep)

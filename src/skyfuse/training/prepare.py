@@ -159,9 +159,7 @@ def extract(
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if (
-        encoders is not None
-    ):  # already built (e.g. fine-tuned ones; trainable encoders skip the cache)
+    if encoders is not None:  # already built (fine-tuned ones: trainable encoders skip the cache)
         img, txt = encoders
     else:
         img = create_image_encoder(image_encoder)
