@@ -104,6 +104,12 @@ def test_train_evaluate_and_refuse_rerun(env: dict[str, Path]) -> None:
     )
     assert plain.exit_code == 0, plain.output
     assert f"OA {100 * metrics['test']['oa']:.2f} %" in plain.output
+    # the model/ folder itself: split.json and the recorded captions come from the run folder
+    inner = runner.invoke(
+        app, ["evaluate", str(out / "model"), str(env["data"]), "--cache-dir", str(env["cache"])]
+    )
+    assert inner.exit_code == 0, inner.output
+    assert f"OA {100 * metrics['test']['oa']:.2f} %" in inner.output
     partial = (
         env["root"] / "partial.csv"
     )  # captions for one class only: 8 of 12 test images skipped
@@ -183,6 +189,11 @@ def test_bad_inputs_are_one_line(env: dict[str, Path]) -> None:
     res = runner.invoke(app, ["bench", str(env["data"]), "--captions", str(env["caps"]), "--seeds", "a,b",
                               "--train", "0.5"])  # fmt: skip
     assert res.exit_code == 2 and "--seeds" in res.output
+    cache = env["root"] / "never-filled"
+    res = runner.invoke(app, ["bench", str(env["data"]), "--captions", str(env["caps"]), "--models",
+                              "dual,nope", "--train", "0.5", "--cache-dir", str(cache)])  # fmt: skip
+    assert res.exit_code == 2 and "--model nope: unknown; use one of concat, dual" in res.output
+    assert not cache.exists()  # refused before any feature extraction
 
 
 def test_help_names_real_verbs_and_parts() -> None:

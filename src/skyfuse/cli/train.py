@@ -400,15 +400,15 @@ def evaluate(
 
     if part not in ("test", "val", "train", "trainval", "all"):
         raise ConfigError(f"--part {part}: use test, val, train, trainval or all")
-    run_dir = model_dir if (model_dir / "model" / "bundle.json").is_file() else model_dir.parent
+    # MODEL_DIR is a run folder (holding model/) or the model/ folder itself
+    if (model_dir / "model" / "bundle.json").is_file():
+        run_dir, model_dir = model_dir, model_dir / "model"
+    else:
+        run_dir = model_dir.parent
     if captions is None:
         captions = _recorded_captions(run_dir)
-    if (model_dir / "model" / "bundle.json").is_file():
-        if split_file is None and (model_dir / "split.json").is_file():
-            split_file = model_dir / "split.json"
-        model_dir = model_dir / "model"
-    elif split_file is None and (model_dir.parent / "split.json").is_file():
-        split_file = model_dir.parent / "split.json"
+    if split_file is None and (run_dir / "split.json").is_file():
+        split_file = run_dir / "split.json"
     bundle = load_bundle(model_dir)
     folder = prepare.open_folder(path, classes=bundle.class_names)
     if part == "all":
@@ -555,6 +555,8 @@ def bench(
     names = [m.strip().lower() for m in models.split(",") if m.strip()]
     if not names:
         raise ConfigError("--models is empty; give e.g. dual,image,text,concat")
+    for name in names:  # before feature extraction, which takes minutes
+        _check_model(name)
     seed_list = _seeds(seeds)
     if protocol is None and train_ratio is None:
         raise ConfigError("pass --protocol NAME (e.g. whu-60) or --train RATIO")
