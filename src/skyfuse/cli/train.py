@@ -392,6 +392,7 @@ def evaluate(
     """
     from skyfuse.data.splits import Split
     from skyfuse.errors import ConfigError
+    from skyfuse.inference.loading import resolve_model_dir
     from skyfuse.training import prepare
     from skyfuse.training.bundle import load_bundle
     from skyfuse.training.data import TensorSet
@@ -400,11 +401,8 @@ def evaluate(
 
     if part not in ("test", "val", "train", "trainval", "all"):
         raise ConfigError(f"--part {part}: use test, val, train, trainval or all")
-    # MODEL_DIR is a run folder (holding model/) or the model/ folder itself
-    if (model_dir / "model" / "bundle.json").is_file():
-        run_dir, model_dir = model_dir, model_dir / "model"
-    else:
-        run_dir = model_dir.parent
+    model_dir = resolve_model_dir(model_dir)  # a run folder (holding model/) or model/ itself
+    run_dir = model_dir.parent
     if captions is None:
         captions = _recorded_captions(run_dir)
     if split_file is None and (run_dir / "split.json").is_file():
