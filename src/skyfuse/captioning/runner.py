@@ -23,6 +23,7 @@ from skyfuse.captioning.store import CaptionStore, make_record, utc_now
 from skyfuse.data.folder import Sample, SceneFolder
 from skyfuse.data.images import sha256_bytes
 from skyfuse.errors import BadInputError, ConfigError
+from skyfuse.progress import ProgressReporter, resolve_progress
 
 
 @dataclass
@@ -89,13 +90,8 @@ ProgressHook = Callable[[int, int], None]
 
 
 @contextmanager
-def _bar(enabled: bool, total: int) -> Iterator[ProgressHook]:
-    if not enabled:
-        yield lambda done, failed: None
-        return
-    from skyfuse.cli.common import progress
-
-    with progress() as bar:
+def _bar(progress: bool | ProgressReporter, total: int) -> Iterator[ProgressHook]:
+    with resolve_progress(progress) as bar:
         task = bar.add_task("captioning", total=total)
 
         def hook(done: int, failed: int) -> None:
@@ -351,7 +347,7 @@ def caption_folder(
     concurrency: int = 8,
     shard: tuple[int, int] | None = None,
     limit: int | None = None,
-    progress: bool = True,
+    progress: bool | ProgressReporter = True,
 ) -> CaptionRunSummary:
     """Caption the images of a scene folder into the JSONL store `out`, resuming where it stopped.
 

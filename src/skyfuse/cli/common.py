@@ -96,7 +96,17 @@ def progress(transient: bool = False) -> Progress:
     )
 
 
+def _install_default_progress() -> None:
+    """Library calls made with ``progress=True`` get the CLI's rich bar (`skyfuse.progress`)."""
+    from skyfuse.progress import set_default_progress
+
+    set_default_progress(progress)
+
+
 def _force_progress() -> bool:
     import os
 
     return os.environ.get("SKYFUSE_PROGRESS", "") == "1"
+
+
+_install_default_progress()

@@ -35,8 +35,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from skyfuse.data.folder import Sample
 from skyfuse.data.images import decode_image
-from skyfuse.encoders.base import ImagePreprocess
+from skyfuse.data.preprocess import ImagePreprocess
 from skyfuse.errors import BadInputError, CheckpointError, ImageDecodeError
+from skyfuse.progress import ProgressReporter, resolve_progress
 
 CACHE_VERSION = 1
 INDEX_NAME = "index.json"
@@ -254,13 +255,14 @@ def build_pixel_cache(
     shard_size: int = 1024,
     workers: int = 0,
     reuse: bool = True,
-    show_progress: bool = False,
+    show_progress: bool | ProgressReporter = False,
 ) -> PixelCache:
     """Decode, resize as `preprocess` says (the image encoder's `preprocess_cfg`) and store `samples`
     as uint8 shards in `out_dir`.
 
     An up-to-date cache of the same files and resizing is reused. Images that cannot be decoded are left
     out and listed in ``cache.skipped`` with the reason. `workers` > 0 decodes in that many processes.
+    `show_progress`: a `skyfuse.progress.ProgressReporter`, True for the process default, False for none.
     """
     size = preprocess.size
     if size <= 0:
@@ -351,31 +353,20 @@ def build_pixel_cache(
 
 
 def _run_jobs(
-    jobs: list[tuple[str, int, str]], workers: int, show_progress: bool
+    jobs: list[tuple[str, int, str]], workers: int, show_progress: bool | ProgressReporter
 ) -> Iterator[tuple[np.ndarray | None, str | None]]:
-    bar = None
-    if show_progress:
-        from skyfuse.cli.common import progress
-
-        bar = progress()
-        bar.start()
+    with resolve_progress(show_progress) as bar:
         task = bar.add_task("caching pixels", total=len(jobs))
-    try:
         if workers > 0:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for result in pool.map(_decode_job, jobs, chunksize=16):
-                    if bar is not None:
-                        bar.advance(task)
+                    bar.advance(task, 1)
                     yield result
         else:
             for job in jobs:
                 result = _decode_job(job)
-                if bar is not None:
-                    bar.advance(task)
+                bar.advance(task, 1)
                 yield result
-    finally:
-        if bar is not None:
-            bar.stop()
 
 
 # -- datasets and the loader -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from skyfuse.encoders.base import ImagePreprocess
+from skyfuse.data.preprocess import ImagePreprocess
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -13,6 +13,10 @@ from typing import Protocol, runtime_checkable
 import torch
 from PIL import Image
 
+from skyfuse.data.preprocess import ImagePreprocess
+
+__all__ = ["ImageEncoder", "ImagePreprocess", "TextEncoder", "TokenBatch"]
+
 
 @dataclass
 class TokenBatch:
@@ -32,28 +36,6 @@ class TokenBatch:
             self.mask.to(device=device),
             self.pooled.to(device=device, dtype=dtype),
         )
-
-
-@dataclass(frozen=True)
-class ImagePreprocess:
-    """Preprocessing that travels with an image encoder (never hard-coded elsewhere).
-
-    resize_mode: "shorter" (resize the shorter side to `size`, then centre-crop) or "exact" (squash to
-    size x size, as Hugging Face ViT processors do); interpolation: "bilinear" or "bicubic".
-    """
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resize_mode: str = "shorter"
-    interpolation: str = "bilinear"
-
-    def describe(self) -> str:
-        """A short stable string, part of the encoder id (preprocessing changes the features)."""
-        mean = ",".join(f"{v:g}" for v in self.mean)
-        std = ",".join(f"{v:g}" for v in self.std)
-        interp = "" if self.interpolation == "bilinear" else f"-{self.interpolation}"
-        return f"{self.size}{self.resize_mode[0]}-m{mean}-s{std}{interp}"
 
 
 @runtime_checkable

@@ -27,6 +27,7 @@ from skyfuse.data.images import decode_image, sha256_bytes
 from skyfuse.encoders.base import ImageEncoder, TextEncoder, TokenBatch
 from skyfuse.encoders.cache import Entry, FeatureCache, text_key
 from skyfuse.errors import BadInputError, ImageDecodeError
+from skyfuse.progress import ProgressReporter, resolve_progress
 
 log = logging.getLogger(__name__)
 
@@ -203,29 +204,23 @@ def _use_cache(cache_dir: Path | None, *encoders: Any) -> bool:
 
 
 class _Progress:
-    """A rich progress bar when wanted, else a no-op with the same calls."""
+    """The caller's progress reporter (`show_progress`: a reporter, True = the default, False = none)."""
 
-    def __init__(self, show: bool) -> None:
-        self.bar: Any = None
-        if show:
-            from skyfuse.cli.common import progress
-
-            self.bar = progress()
+    def __init__(self, show: bool | ProgressReporter) -> None:
+        self.bar = resolve_progress(show)
 
     def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.__enter__()
+        self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
 
     def task(self, name: str, total: int) -> Any:
-        return self.bar.add_task(name, total=total) if self.bar is not None else None
+        return self.bar.add_task(name, total=total)
 
     def advance(self, task: Any, n: int) -> None:
-        if self.bar is not None and n:
+        if n:
             self.bar.advance(task, n)
 
 
@@ -341,7 +336,7 @@ def extract_features(
     cache_dir: Path | None,
     batch_size: int = 32,
     device: str = "cpu",
-    show_progress: bool = True,
+    show_progress: bool | ProgressReporter = True,
     workers: int = 2,
 ) -> FeatureSet:
     """Image and caption tokens for `samples` (rel -> caption in `captions`), cached under `cache_dir`.
