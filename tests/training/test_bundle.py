@@ -106,3 +106,37 @@ def test_not_a_manifest_says_what_to_pass(tmp_path: Path) -> None:
     (tmp_path / "notbundle" / MANIFEST).write_text("{}")
     with pytest.raises(CheckpointError, match="pass the model/ folder a `skyfuse train` run wrote"):
         load_bundle(tmp_path / "notbundle")
+
+
+def test_caption_source_is_recorded_and_old_bundles_load(tmp_path: Path) -> None:
+    model, cfg = _model()
+    src = {"kind": "files", "file": "rsicd.json", "id": "files:rsicd.json"}
+    kw = {"class_names": ["a", "b", "c"], "image_encoder": "i", "text_encoder": "t"}
+    out = save_bundle(tmp_path / "m", model, cfg, caption_source=src, **kw)  # type: ignore[arg-type]
+    assert load_bundle(out).caption_source == src
+    old = save_bundle(tmp_path / "old", model, cfg, **kw)  # type: ignore[arg-type]
+    data = json.loads((old / MANIFEST).read_text())
+    data.pop("caption_source")  # as written before sources were recorded
+    (old / MANIFEST).write_text(json.dumps(data))
+    assert load_bundle(old).caption_source is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("width", 2_000_000), ("levels", 64), ("num_classes", 10**9)]
+)
+def test_absurd_sizes_are_refused_before_allocation(tmp_path: Path, field: str, value: int) -> None:
+    model, cfg = _model()
+    out = save_bundle(
+        tmp_path / "m", model, cfg, class_names=["a", "b", "c"], image_encoder="i", text_encoder="t"
+    )
+    data = json.loads((out / MANIFEST).read_text())
+    data["config"][field] = value
+    if field == "num_classes":
+        data["class_names"] = [str(i) for i in range(3)]  # the class-count check comes first
+        data["config"]["num_classes"] = 3
+        data["config"]["image_dim"] = value  # a huge input projection instead
+    if field == "width":
+        data["config"]["heads"] = 1
+    (out / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="asks for"):
+        load_bundle(out)

@@ -295,6 +295,7 @@ def _train(
             image_encoder=image_encoder,
             text_encoder=text_encoder,
             prompt_id=caps.prompt_id,
+            caption_source=caps.provenance,
             cache_dir=cache_dir,
         )
     from skyfuse.training.run import run_training
@@ -320,6 +321,7 @@ def _train(
             image_encoder=features.image_encoder_id,
             text_encoder=features.text_encoder_id,
             prompt_id=caps.prompt_id,
+            caption_source=caps.provenance,
             encoder_names=(image_encoder, text_encoder),
             dataset=str(folder.root),
             on_epoch=bar.update,
@@ -594,6 +596,7 @@ def bench(
         image_encoder=features.image_encoder_id,
         text_encoder=features.text_encoder_id,
         prompt_id=caps.prompt_id,
+        caption_source=caps.provenance,
         encoder_names=(image_encoder, text_encoder),
         dataset=str(folder.root),
         save_models=save_models,

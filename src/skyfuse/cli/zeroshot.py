@@ -98,6 +98,7 @@ def zeroshot(
     Example: skyfuse zeroshot data/aid --captions rsicd/ --model dual --unseen 0.25 --folds 3 --out runs/zs
     """
     from skyfuse.captioning import load_captions
+    from skyfuse.captioning.provenance import source_of_file
     from skyfuse.data.folder import SceneFolder
     from skyfuse.errors import BadInputError
     from skyfuse.zeroshot.checks import check_fusion_settings, check_out_dir
@@ -151,6 +152,7 @@ def zeroshot(
         cache_dir=cache_dir,
         log=lambda msg: err_console.print(msg, highlight=False),
         show_progress=True,
+        caption_source=source_of_file(captions).to_dict(),
     )
     console.print(f"metrics: {out / 'metrics.json'} and {out / 'metrics.md'}")
 

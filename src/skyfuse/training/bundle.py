@@ -2,7 +2,8 @@
 
 Layout of ``model_dir``::
 
-    bundle.json          format version, fusion config, class names, encoder ids, prompt id, extra
+    bundle.json          format version, fusion config, class names, encoder ids, prompt id, the
+                         training captions' source (`skyfuse.captioning.provenance`), extra
     model.safetensors    the fusion model's weights
 
 Why this shape: the published code rebuilt models from scattered arguments (paper bug 5); here the
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,8 @@ class ModelBundle:
     prompt_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    #: where the training captions came from (`CaptionSource.to_dict`); None in older bundles
+    caption_source: dict[str, Any] | None = None
 
 
 def save_bundle(
@@ -57,6 +61,7 @@ def save_bundle(
     text_encoder: str,
     prompt_id: str | None = None,
     extra: dict[str, Any] | None = None,
+    caption_source: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``out_dir`` atomically (replacing an older bundle there) and return it."""
     from safetensors.torch import save_model
@@ -75,6 +80,7 @@ def save_bundle(
         "image_encoder": image_encoder,
         "text_encoder": text_encoder,
         "prompt_id": prompt_id,
+        "caption_source": dict(caption_source) if caption_source is not None else None,
         "extra": extra or {},
     }
     try:
@@ -148,6 +154,63 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
     return data
 
 
+#: Largest fusion model a bundle may ask for (parameters); real ones have a few million.
+MAX_PARAMETERS = 2_000_000_000
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def weights_numel(weights: Path) -> int:
+    """Elements stored in a safetensors file, from its header alone (nothing is loaded)."""
+    import struct
+
+    with open(weights, "rb") as fh:
+        head = fh.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if not 0 < n <= _MAX_HEADER:
+            raise CheckpointError(
+                f"{weights}: not a safetensors file; the bundle is corrupt, retrain"
+            )
+        try:
+            header = json.loads(fh.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointError(f"{weights}: corrupt safetensors header; retrain") from None
+    total = 0
+    for name, info in header.items() if isinstance(header, dict) else ():
+        if name != "__metadata__" and isinstance(info, dict):
+            count = 1
+            for dim in info.get("shape") or []:
+                count *= int(dim)
+            total += count
+    return total
+
+
+def check_size(config: FusionConfig, weights: Path) -> int:
+    """Refuse, before anything is allocated, a config that asks for more parameters than
+    `MAX_PARAMETERS` or than its weights file holds (a corrupt or hostile bundle.json: width,
+    levels or classes in the billions). Counts on the meta device; returns the parameter count."""
+    import torch
+
+    from skyfuse.models import create_model
+
+    with torch.device("meta"):
+        probe = create_model(config)
+    wanted = sum(p.numel() for p in probe.parameters())
+    what = f"width {config.width}, levels {config.levels}, {config.num_classes} classes"
+    if wanted > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{weights.parent / MANIFEST}: the config asks for {wanted:,} parameters ({what}),"
+            f" more than the {MAX_PARAMETERS:,} a skyfuse bundle may have; the file is corrupt or"
+            " not from skyfuse"
+        )
+    have = weights_numel(weights)
+    if wanted > have:
+        raise CheckpointError(
+            f"{weights}: weights do not fit the saved config (it asks for {wanted:,} parameters:"
+            f" {what}; the file holds {have:,}); the bundle is corrupt, retrain or restore it"
+        )
+    return wanted
+
+
 def load_bundle(model_dir: Path) -> ModelBundle:
     """Rebuild the model from its config and load the safetensors weights (strict, no pickle)."""
     from safetensors import SafetensorError
@@ -169,6 +232,7 @@ def load_bundle(model_dir: Path) -> ModelBundle:
     weights = model_dir / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights missing; the bundle is incomplete, retrain")
+    check_size(config, weights)
     model = create_model(config)
     try:
         load_model(model, str(weights), strict=True, device="cpu")
@@ -187,4 +251,7 @@ def load_bundle(model_dir: Path) -> ModelBundle:
         prompt_id=data.get("prompt_id"),
         extra=dict(data.get("extra") or {}),
         path=model_dir,
+        caption_source=data.get("caption_source")
+        if isinstance(data.get("caption_source"), dict)
+        else None,
     )

@@ -197,6 +197,7 @@ def run_finetune(
     image_encoder: str,
     text_encoder: str,
     prompt_id: str | None = None,
+    caption_source: Mapping[str, Any] | None = None,
     on_epoch: EpochHook | None = None,
     pixel_cache: bool = True,
     cache_dir: Path | None = None,
@@ -324,6 +325,7 @@ def run_finetune(
             "image_name": image_encoder,
             "text_name": text_encoder,
         },
+        "caption_source": dict(caption_source) if caption_source is not None else None,
         "fusion_config": fcfg.to_dict(),
         "train_config": cfg.model_dump(mode="json"),
         "training": {

@@ -28,6 +28,9 @@ class Captions:
     texts: dict[str, str]
     source: str
     prompt_id: str | None = None
+    #: where the captions came from (`skyfuse.captioning.provenance.CaptionSource.to_dict`); bundles
+    #: record it so that prediction uses captions of the same kind
+    provenance: dict[str, Any] | None = None
 
 
 def open_folder(path: Path, classes: list[str] | None = None) -> SceneFolder:
@@ -87,7 +90,8 @@ def resolve_captions(folder: SceneFolder, source: Path | None) -> Captions:
                 f"{folder.root}: no captions; pass --captions FILE (a caption store from `skyfuse caption`,"
                 " a JSONL/CSV of path,caption or a text/ tree)"
             )
-        return Captions(texts, str(folder.text_root))
+        where = folder.text_root
+        return Captions(texts, str(where), provenance=_provenance(where) if where else None)
     from skyfuse.captioning import load_captions
 
     source = Path(source).expanduser()
@@ -98,7 +102,13 @@ def resolve_captions(folder: SceneFolder, source: Path | None) -> Captions:
         raise BadInputError(
             f"{source}: no caption matches an image of {folder.root}; the names must match the images"
         )
-    return Captions(texts, str(source), _prompt_id_of(source))
+    return Captions(texts, str(source), _prompt_id_of(source), _provenance(source))
+
+
+def _provenance(source: Path) -> dict[str, Any]:
+    from skyfuse.captioning.provenance import source_of_file
+
+    return source_of_file(source).to_dict()
 
 
 def check_coverage(captions: Mapping[str, str], rels: list[str], source: str) -> None:

@@ -31,6 +31,7 @@ def run_training(
     text_encoder: str,
     fusion: Mapping[str, Any] | None = None,
     prompt_id: str | None = None,
+    caption_source: Mapping[str, Any] | None = None,
     encoder_names: tuple[str, str] | None = None,
     dataset: str = "",
     save_model: bool = True,
@@ -83,6 +84,7 @@ def run_training(
             "image_name": encoder_names[0] if encoder_names else None,
             "text_name": encoder_names[1] if encoder_names else None,
         },
+        "caption_source": dict(caption_source) if caption_source is not None else None,
         "fusion_config": fcfg.to_dict(),
         "train_config": cfg.model_dump(mode="json"),
         "training": outcome.summary(),
@@ -125,6 +127,7 @@ def write_run(
             image_encoder=enc["image"],
             text_encoder=enc["text"],
             prompt_id=enc.get("prompt_id"),
+            caption_source=result.get("caption_source"),
             extra={
                 "protocol": result.get("protocol"),
                 "seed": result.get("seed"),

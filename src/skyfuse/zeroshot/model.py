@@ -10,7 +10,7 @@ New class names need no retraining: their embeddings come from the bundle's text
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ def save_zeroshot_model(
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     prompt_id: str | None = None,
     extra: dict[str, Any] | None = None,
+    caption_source: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the head as a bundle. `image_encoder` / `text_encoder` are registry names (rebuildable);
     the `*_id` strings (fingerprints) are checked on load when given."""
@@ -73,6 +74,7 @@ def save_zeroshot_model(
         text_encoder=text_encoder_id or text_encoder,
         prompt_id=prompt_id,
         extra=meta,
+        caption_source=caption_source,
     )
 
 

@@ -230,6 +230,7 @@ def run_zeroshot(
     batch_size: int = 32,
     log: Log | None = None,
     show_progress: bool = False,
+    caption_source: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole protocol on a scene folder; writes DIR/folds/*.json, DIR/models/*, DIR/metrics.json
     and DIR/metrics.md, and returns the metrics dict (layout: see docs/zeroshot.md)."""
@@ -341,6 +342,7 @@ def run_zeroshot(
                     specs=specs,
                     templates=settings.templates,
                     extra={"fold": fold.index, "captions": setting},
+                    caption_source=caption_source,
                 )
         summary = summarise(per_fold)
         summary["per_fold"] = per_fold
@@ -364,6 +366,7 @@ def run_zeroshot(
             specs=specs,
             templates=settings.templates,
             extra={"captions": primary, "trained_on": "all classes", "model": settings.model},
+            caption_source=caption_source,
         )
         metrics["model_dir"] = str(out / "model")
     write_metrics(out, metrics)
