@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -107,3 +108,52 @@ def test_unreadable_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_decode_bytes_directly() -> None:
     assert decode_image(jpeg_bytes((10, 6))).size == (10, 6)
+
+
+@pytest.mark.parametrize("planar", ["separate", "contig"])
+def test_pixel_limit_counts_every_band_of_a_tiff(tmp_path: Path, planar: str) -> None:
+    # 12 bands x 60 x 60 = 43200 samples: over a limit of 20000 although 60 x 60 = 3600 is not
+    arr = np.zeros((12, 60, 60), np.uint16) if planar == "separate" else np.zeros((60, 60, 12))
+    tifffile.imwrite(tmp_path / "bands.tif", arr.astype(np.uint16), planarconfig=planar)
+    with pytest.raises(ImageDecodeError, match=r"bands\.tif.*43200 samples exceeds the limit"):
+        load_image(tmp_path / "bands.tif", max_pixels=20_000)
+    assert load_image(tmp_path / "bands.tif", max_pixels=43_200).size == (60, 60)
+    # an 8-bit RGB TIFF that Pillow reads itself: 3 samples per pixel
+    write_image(tmp_path / "rgb.tif", size=(50, 40))
+    with pytest.raises(ImageDecodeError, match=r"6000 samples exceeds"):
+        load_image(tmp_path / "rgb.tif", max_pixels=5000)
+    assert load_image(tmp_path / "rgb.tif", max_pixels=6000).size == (50, 40)
+
+
+class _WatchedModule(type(Image)):  # type: ignore[misc]
+    writes: ClassVar[list[object]] = []
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "MAX_IMAGE_PIXELS":
+            _WatchedModule.writes.append(value)
+        super().__setattr__(name, value)
+
+
+def test_decoding_never_changes_pillows_global_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pillow's process-wide limit is someone else's setting (and shared by every thread): the
+    # per-call max_pixels applies without writing it, even when it is far below ours (opening a
+    # 100 x 100 PNG would exceed twice Pillow's 4000 here)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)
+    write_image(tmp_path / "a.png", size=(100, 100))
+    write_image(tmp_path / "a.tif", size=(60, 60))
+    (tmp_path / "bomb.png").write_bytes(png_header_bomb(30000, 30000))
+    _WatchedModule.writes.clear()
+    original = Image.__class__
+    Image.__class__ = _WatchedModule
+    try:
+        assert load_image(tmp_path / "a.png").size == (100, 100)
+        assert load_image(tmp_path / "a.tif").size == (60, 60)
+        assert decode_image(jpeg_bytes((64, 48))).size == (64, 48)
+        with pytest.raises(ImageDecodeError, match="exceeds the limit"):
+            load_image(tmp_path / "bomb.png")
+    finally:
+        Image.__class__ = original
+    assert _WatchedModule.writes == []
+    assert Image.MAX_IMAGE_PIXELS == 4000

@@ -242,3 +242,39 @@ def test_split_properties(sizes: list[int], ratio: float, val: float, seed: int)
         if val == 0.0:
             assert counts["val"][c] == 0
     assert make_split(folder, train=ratio, val=val, seed=seed).to_dict() == split.to_dict()
+
+
+def test_byte_identical_images_stay_in_one_part(tmp_path: Path) -> None:
+    from skyfuse.data.splits import duplicate_groups
+
+    root = make_synthetic_dataset(tmp_path / "d", per_class=10, size=24, classes=CLASSES)
+    # copies of the same bytes under other names: within a class, and across two classes
+    copies = []
+    for i in range(4):
+        src = root / "beach" / sorted(p.name for p in (root / "beach").iterdir())[i]
+        for k in range(3):
+            dst = root / "beach" / f"copy{i}_{k}{src.suffix}"
+            dst.write_bytes(src.read_bytes())
+            copies.append(dst)
+    forest = sorted((root / "forest").iterdir())[0]
+    (root / "desert" / f"from_forest{forest.suffix}").write_bytes(forest.read_bytes())
+    folder = SceneFolder(root)
+    groups = duplicate_groups(folder)
+    assert len(groups) == 5 and all(len(g) in (2, 4) for g in groups)
+    moved_any = 0
+    for seed in range(6):
+        split = make_split(folder, train=0.5, val=0.2, seed=seed)
+        part_of = {r: p for p in ("train", "val", "test") for r in split.part(p)}
+        for g in groups:
+            assert len({part_of[r] for r in g}) == 1, (seed, g)
+        assert sorted(part_of) == sorted(s.rel for s in folder.samples)  # still a partition
+        dup = split.extra["duplicates"]
+        assert dup["groups"] == 5 and 0 <= dup["moved_groups"] <= 5
+        moved_any += dup["moved_groups"]
+        assert Split.from_dict(json.loads(json.dumps(split.to_dict()))).extra == split.extra
+    assert moved_any > 0  # without grouping, random cuts split these groups
+
+
+def test_folders_without_duplicates_split_as_before(scenes: Path) -> None:
+    split = make_split(SceneFolder(scenes), protocol="aid-50", seed=3, val=0.2)
+    assert split.extra == {}  # no duplicates: nothing recorded, same JSON as before

@@ -326,9 +326,16 @@ def split_cmd(
             )
     split.save(out)
     n = {p: len(split.part(p)) for p in ("train", "val", "test")}
+    dup = split.extra.get("duplicates") or {}
     console.print(
         f"wrote {out}: {len(split.classes)} classes, train {n['train']}, val {n['val']},"
-        f" test {n['test']} (protocol {split.protocol or f'train={split.train_ratio}'}, seed {seed})",
+        f" test {n['test']} (protocol {split.protocol or f'train={split.train_ratio}'}, seed {seed})"
+        + (
+            f"; {dup['groups']} group(s) of byte-identical images kept in one part each,"
+            f" {dup['moved_groups']} moved"
+            if dup
+            else ""
+        ),
         highlight=False,
     )
 

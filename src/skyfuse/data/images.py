@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
+import math
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,8 +33,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 TIFF_EXTENSIONS: frozenset[str] = frozenset({".tif", ".tiff"})
 
-#: Default pixel-count limit (width x height). 16k x 16k is far above any scene-classification tile
-#: and far below what would exhaust memory; raise it per call for large orthophotos.
+#: Default pixel-count limit (width x height; for TIFFs bands x height x width, the samples the decoder
+#: allocates). 16k x 16k is far above any scene-classification tile and far below what would exhaust
+#: memory; raise it per call for large orthophotos.
 DEFAULT_MAX_PIXELS = 16384 * 16384
 
 SENTINEL2_RGB = (3, 2, 1)
@@ -99,21 +101,63 @@ def _load_tiff_array(data: bytes, path: Path, max_pixels: int) -> np.ndarray:
 
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages[0]
-        shape = tuple(page.shape)  # type: ignore[union-attr]
-        if len(shape) >= 2:
-            # planar (C, H, W) or contiguous (H, W, C): the two largest axes are the raster
-            dims = sorted(shape, reverse=True)[:2]
-            if dims[0] * dims[1] > max_pixels:
-                raise ImageDecodeError(
-                    path,
-                    f"{dims[0]}x{dims[1]} pixels exceeds the limit of {max_pixels}"
-                    " (possible decompression bomb); raise max_pixels if the file is trusted",
-                )
+        shape = tuple(int(d) for d in page.shape)  # type: ignore[union-attr]
+        # every sample of every band is allocated: planar (C, H, W) or contiguous (H, W, C)
+        _check_samples(path, shape, max_pixels)
         arr = page.asarray()  # type: ignore[union-attr]
         planar = getattr(page, "planarconfig", None)
     if arr.ndim == 3 and (planar == 2 or (arr.shape[0] < arr.shape[2] and arr.shape[0] <= 16)):
         arr = np.moveaxis(arr, 0, -1)
     return np.asarray(arr)
+
+
+def _check_samples(path: Path, shape: Sequence[int], max_pixels: int) -> None:
+    """Refuse a raster whose samples (bands x height x width) exceed `max_pixels`."""
+    total = math.prod(max(1, int(d)) for d in shape)
+    if total > max_pixels:
+        dims = "x".join(str(d) for d in shape)
+        raise ImageDecodeError(
+            path,
+            f"{dims} = {total} samples exceeds the limit of {max_pixels} (bands x height x width;"
+            " possible decompression bomb); raise max_pixels if the file is trusted",
+        )
+
+
+def _open_unchecked(data: bytes) -> Image.Image:
+    """`Image.open` without Pillow's process-wide MAX_IMAGE_PIXELS check, which `decode_image`
+    replaces by its own per-call limit: the global is never changed, so no thread can see another
+    thread's limit (Pillow's guards while decoding frames still apply)."""
+    fp = io.BytesIO(data)
+    prefix = data[:16]
+    tried: set[str] = set()
+    for loader in (Image.preinit, Image.init):
+        loader()
+        for fmt in list(Image.ID):
+            if fmt in tried or fmt not in Image.OPEN:
+                continue
+            tried.add(fmt)
+            factory, accept = Image.OPEN[fmt]
+            ok = True if accept is None else accept(prefix)
+            if not ok or isinstance(ok, str):
+                continue
+            fp.seek(0)
+            try:
+                return factory(fp, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise UnidentifiedImageError("cannot identify image file")
+
+
+def _tiff_bands(img: Image.Image) -> int:
+    """Samples per pixel of a TIFF (its SamplesPerPixel tag, else the mode's band count)."""
+    tags = getattr(img, "tag_v2", None)
+    spp = tags.get(277) if tags is not None else None
+    if isinstance(spp, tuple):
+        spp = spp[0] if spp else None
+    try:
+        return max(1, int(spp)) if spp is not None else len(img.getbands())
+    except (TypeError, ValueError):
+        return len(img.getbands())
 
 
 def _tiff_needs_array(img: Image.Image) -> bool:
@@ -146,33 +190,28 @@ def decode_image(
             path, "file is empty (0 bytes); delete it or replace it with the image"
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            old_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-            try:
-                img: Image.Image = Image.open(io.BytesIO(data))
-            finally:
-                Image.MAX_IMAGE_PIXELS = old_limit
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageDecodeError(
-                    path,
-                    f"{w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb);"
-                    " raise max_pixels if the file is trusted",
-                )
-            source_format = img.format  # exif_transpose returns a copy without it
-            if source_format == "TIFF" and (bands is not None or _tiff_needs_array(img)):
-                return array_to_rgb(_load_tiff_array(data, path, max_pixels), bands)
-            img = ImageOps.exif_transpose(img) or img
-            simple = img.mode in {"RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr", "1"}
-            if simple and bands is None:
-                if img.mode in {"RGBA", "LA", "P"}:
-                    img = img.convert("RGBA").convert("RGB")
-                return img.convert("RGB")
-            if source_format == "TIFF" or path.suffix.lower() in TIFF_EXTENSIONS:
-                return array_to_rgb(_load_tiff_array(data, path, max_pixels), bands)
-            return array_to_rgb(np.asarray(img), bands)
+        img: Image.Image = _open_unchecked(data)
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageDecodeError(
+                path,
+                f"{w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb);"
+                " raise max_pixels if the file is trusted",
+            )
+        source_format = img.format  # exif_transpose returns a copy without it
+        if source_format == "TIFF":
+            _check_samples(path, (_tiff_bands(img), h, w), max_pixels)
+        if source_format == "TIFF" and (bands is not None or _tiff_needs_array(img)):
+            return array_to_rgb(_load_tiff_array(data, path, max_pixels), bands)
+        img = ImageOps.exif_transpose(img) or img
+        simple = img.mode in {"RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr", "1"}
+        if simple and bands is None:
+            if img.mode in {"RGBA", "LA", "P"}:
+                img = img.convert("RGBA").convert("RGB")
+            return img.convert("RGB")
+        if source_format == "TIFF" or path.suffix.lower() in TIFF_EXTENSIONS:
+            return array_to_rgb(_load_tiff_array(data, path, max_pixels), bands)
+        return array_to_rgb(np.asarray(img), bands)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:

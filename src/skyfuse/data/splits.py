@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from skyfuse.errors import BadInputError, ConfigError
 from skyfuse.registry import Registry
 
 SPLIT_FORMAT = 1
+log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test")
 
 
@@ -313,7 +315,9 @@ def make_split(
 
     Give either ``protocol`` (a name from `list_protocols`, e.g. ``aid-20``) or ``train`` (the training
     fraction of each class, 0 < train < 1). ``val`` is the fraction of each class's *training* part moved
-    to validation (0 disables validation).
+    to validation (0 disables validation). Byte-identical images are kept in one part
+    (`keep_duplicates_together`); ``split.extra["duplicates"]`` records how many groups of them there
+    are and how many were moved, and a warning is logged when any moved.
     """
     if (protocol is None) == (train is None):
         raise ConfigError("give exactly one of protocol (e.g. aid-20) or train (e.g. 0.8)")
@@ -349,6 +353,14 @@ def make_split(
         parts["val"] += trainval[:n_val]
         parts["train"] += trainval[n_val:]
         parts["test"] += test
+    groups, moved = keep_duplicates_together(folder, parts)
+    if moved:
+        log.warning(
+            "%s: %d of %d group(s) of byte-identical images moved into one split part each",
+            folder.image_root,
+            moved,
+            groups,
+        )
     if not parts["test"]:
         raise BadInputError(
             f"{folder.image_root}: no class has enough images to leave one for testing at train"
@@ -368,7 +380,62 @@ def make_split(
         val_ratio=val,
         source=folder.root.name,
         synthetic=is_synthetic(folder.root),
+        extra={"duplicates": {"groups": groups, "moved_groups": moved}} if groups else {},
     )
+
+
+def duplicate_groups(folder: SceneFolder) -> list[list[str]]:
+    """Groups (two or more, sorted) of byte-identical images, each group sorted.
+
+    Only files whose byte size occurs more than once are hashed (identical bytes mean equal sizes), so
+    a folder without duplicates costs a stat per file.
+    """
+    from skyfuse.data.images import sha256_file
+
+    by_size: dict[int, list[Sample]] = {}
+    for s in folder.samples:
+        try:
+            by_size.setdefault(s.path.stat().st_size, []).append(s)
+        except OSError:
+            continue
+    by_hash: dict[str, list[str]] = {}
+    for same in by_size.values():
+        if len(same) < 2:
+            continue
+        for s in same:
+            try:
+                by_hash.setdefault(sha256_file(s.path), []).append(s.rel)
+            except OSError:
+                continue
+    return sorted(sorted(g) for g in by_hash.values() if len(g) > 1)
+
+
+def keep_duplicates_together(folder: SceneFolder, parts: dict[str, list[str]]) -> tuple[int, int]:
+    """Move every group of byte-identical images into one part, in place; returns (groups, moved).
+
+    A copy of a test image in train inflates accuracy. A group split across parts goes whole to the
+    part that holds most of it (ties: train, then val, then test), so the test part never gains an
+    image drawn for training. Orders within parts are kept.
+    """
+    groups = duplicate_groups(folder)
+    if not groups:
+        return 0, 0
+    where = {r: p for p in PARTS for r in parts[p]}
+    moves: dict[str, str] = {}
+    for group in groups:
+        held = [where[r] for r in group if r in where]
+        if len(set(held)) < 2:
+            continue
+        target = max(PARTS, key=lambda p: (held.count(p), -PARTS.index(p)))
+        moves.update({r: target for r in group if where.get(r) not in (None, target)})
+    if not moves:
+        return len(groups), 0
+    for p in PARTS:
+        parts[p] = [r for r in parts[p] if r not in moves]
+    for r in sorted(moves):
+        parts[moves[r]].append(r)
+    moved = sum(1 for g in groups if any(r in moves for r in g))
+    return len(groups), moved
 
 
 # ---------------------------------------------------------------------- caption leakage
@@ -407,8 +474,10 @@ __all__ = [
     "Protocol",
     "Split",
     "caption_overlap",
+    "duplicate_groups",
     "folder_fingerprint",
     "get_protocol",
+    "keep_duplicates_together",
     "list_protocols",
     "make_split",
 ]
