@@ -240,3 +240,58 @@ def test_token_drop_acts_in_training_only(name: str) -> None:
         b = plain(img, im, txt, tm).logits
     assert torch.isfinite(a).all()
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_linear_path_adds_the_probe_map_of_pooled_inputs(name: str) -> None:
+    """With the fusion head zeroed, the logits are exactly the linear map of the pooled inputs."""
+    model = _model(name, linear_path=True).eval()
+    img, im, txt, tm = _batch()
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.zero_()
+        logits = model(img, im, txt, tm).logits
+    expected = torch.zeros_like(logits)
+    pooled_img = (img * im[..., None]).sum(1) / im.sum(1, keepdim=True)
+    pooled_txt = (txt * tm[..., None]).sum(1) / tm.sum(1, keepdim=True)
+    if model.uses_image:
+        assert model.linear_image is not None
+        expected += model.linear_image(pooled_img)
+    if model.uses_text:
+        assert model.linear_text is not None
+        expected += model.linear_text(pooled_txt)
+    torch.testing.assert_close(logits, expected)
+    assert _model(name).linear_image is None
+
+
+def test_hide_captions_drops_whole_captions_at_the_rate() -> None:
+    from skyfuse.models.base import hide_captions
+
+    torch.manual_seed(0)
+    tokens = torch.zeros(2000, 9, 3)
+    mask = torch.ones(2000, 9, dtype=torch.bool)
+    mask[:, 6:] = False
+    out = hide_captions(tokens, mask, 0.3)
+    hidden = ~out.any(dim=1)
+    assert not (out & ~mask).any()
+    assert 0.26 < float(hidden.float().mean()) < 0.34
+    assert (out[~hidden] == mask[~hidden]).all()  # a kept caption keeps every token
+
+
+@pytest.mark.parametrize("name", ["dual", "concat", "i2t", "t2i"])
+def test_caption_dropout_in_training_only_and_image_only_prediction(name: str) -> None:
+    img, im, txt, tm = _batch()
+    plain, dropped = _model(name).eval(), _model(name, caption_dropout=0.5).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dropped(img, im, txt, tm).logits, plain(img, im, txt, tm).logits)
+        # no caption at all: an all-False mask gives finite logits that ignore the text tokens
+        none = torch.zeros(img.shape[0], 1, dtype=torch.bool)
+        a = dropped(img, im, torch.randn(img.shape[0], 1, DT), none).logits
+        b = dropped(img, im, torch.zeros(img.shape[0], 1, DT), none).logits
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a, b)
+    dropped.train()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        seen = dropped(img, im, txt, tm).logits
+    assert torch.isfinite(seen).all()

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from skyfuse.errors import BadInputError
 from skyfuse.models.config import FusionConfig
-from skyfuse.models.layers import InputProjection, drop_tokens, prepare_mask
+from skyfuse.models.layers import InputProjection, drop_tokens, masked_mean, prepare_mask
 
 
 @dataclass
@@ -49,6 +50,13 @@ class FusionModel(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(self.fused_dim, config.num_classes),
         )
+        self.linear_image: nn.Module | None = None
+        self.linear_text: nn.Module | None = None
+        if config.linear_path:
+            if self.uses_image:
+                self.linear_image = _linear(config.image_dim, config.num_classes)
+            if self.uses_text:
+                self.linear_text = _linear(config.text_dim, config.num_classes)
 
     # -- to implement ------------------------------------------------------------------------------
     def _fused_dim(self) -> int:
@@ -100,10 +108,17 @@ class FusionModel(nn.Module):
         text_mask: Tensor | None,
         return_attention: bool = False,
     ) -> FusionOutput:
+        if self.training and self.config.caption_dropout > 0 and text_tokens is not None:
+            text_mask = hide_captions(text_tokens, text_mask, self.config.caption_dropout)
         fused, attention = self._embed(
             image_tokens, image_mask, text_tokens, text_mask, return_attention
         )
-        return FusionOutput(self.head(fused), fused, attention)
+        logits = self.head(fused)
+        if self.linear_image is not None and image_tokens is not None:
+            logits = logits + self.linear_image(_pooled(image_tokens, image_mask, logits.dtype))
+        if self.linear_text is not None and text_tokens is not None:
+            logits = logits + self.linear_text(_pooled(text_tokens, text_mask, logits.dtype))
+        return FusionOutput(logits, fused, attention)
 
     def embed(
         self,
@@ -144,4 +159,29 @@ class FusionModel(nn.Module):
         return f"model={self.config.model!r}, fused_dim={self.fused_dim}"
 
 
-__all__ = ["FusionModel", "FusionOutput"]
+def _linear(dim: int, classes: int) -> nn.Module:
+    """The probe's map: normalised pooled vector -> class scores."""
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, classes))
+
+
+def _pooled(tokens: Tensor, mask: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """Masked mean of the raw input tokens (a sample without a real token pools to zeros)."""
+    return masked_mean(tokens.to(dtype), mask.bool() if mask is not None else None)
+
+
+def hide_captions(tokens: Tensor, mask: Tensor | None, rate: float) -> Tensor:
+    """Hide every token of a random ``rate`` of the samples (caption dropout, training only).
+
+    A hidden caption is an all-False mask, which every model reads as "no caption": pooling gives
+    zeros and attention over it adds nothing; the same mask serves image-only prediction.
+    """
+    real = (
+        mask.bool()
+        if mask is not None
+        else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    )
+    drop = torch.rand(real.shape[0], 1, device=tokens.device) < rate
+    return real & ~drop
+
+
+__all__ = ["FusionModel", "FusionOutput", "hide_captions"]

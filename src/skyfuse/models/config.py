@@ -47,6 +47,18 @@ class FusionConfig(BaseModel):
         lt=1.0,
         description="fraction of real tokens hidden at random per sample in training (0 = off)",
     )
+    caption_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of training samples whose caption is hidden entirely, so the model"
+        " also predicts from the image alone (0 = off)",
+    )
+    linear_path: bool = Field(
+        False,
+        description="add a linear map of the pooled input vectors to the logits (the probe inside"
+        " the model), which the fusion branch corrects",
+    )
 
     @field_validator("model")
     @classmethod
