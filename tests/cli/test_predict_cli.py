@@ -62,7 +62,10 @@ def test_predict_csv_single_file(tmp_path: Path, bundle: Path, scenes: Path) -> 
     r = _run("predict", bundle, img, "--out", out, "-k", "2")
     assert r.exit_code == 0, r.output
     lines = out.read_text().splitlines()
-    assert lines[0] == "path,caption,label_1,prob_1,label_2,prob_2" and len(lines) == 2
+    assert lines[0] == (
+        "path,caption,caption_source,caption_mismatch,error,label_1,prob_1,label_2,prob_2"
+    )
+    assert len(lines) == 2
 
 
 def test_predict_plain_folder_finds_scene_folder_captions(

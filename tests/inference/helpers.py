@@ -51,8 +51,14 @@ def make_bundle(
     classes: list[str] | None = None,
     seed: int = 0,
     ids: tuple[str, str] | None = None,
+    caption_source: dict[str, Any] | str | None = "attributes",
+    fusion: dict[str, Any] | None = None,
 ) -> Path:
-    """A randomly initialised fusion model over the tiny encoders, saved with `save_bundle`."""
+    """A randomly initialised fusion model over the tiny encoders, saved with `save_bundle`.
+
+    `caption_source`: where its "training captions" came from: ``"attributes"`` (the offline
+    attribute captioner, default), ``"human"`` (a human caption file), a source dict, or None (an
+    old bundle that records none); `fusion`: more FusionConfig fields."""
     import torch
 
     from skyfuse.models import FusionConfig, create_model
@@ -68,6 +74,7 @@ def make_bundle(
         width=32,
         heads=2,
         levels=2,
+        **(fusion or {}),
     )
     torch.manual_seed(seed)
     net = create_model(cfg)
@@ -84,7 +91,22 @@ def make_bundle(
         text_encoder=text_id,
         prompt_id="ground",
         extra=extra,
+        caption_source=caption_source_dict(caption_source),
     )
+
+
+def caption_source_dict(spec: dict[str, Any] | str | None) -> dict[str, Any] | None:
+    """A recorded training caption source: "attributes", "human", a dict, or None (unrecorded)."""
+    from skyfuse.captioning.attributes import VERSION
+    from skyfuse.captioning.provenance import CaptionSource
+
+    if spec == "attributes":
+        return CaptionSource(
+            kind="captioner", backend="attributes", model=VERSION, attributes_version=VERSION
+        ).to_dict()
+    if spec == "human":
+        return CaptionSource(kind="files", file="/data/rsicd/dataset_rsicd.json").to_dict()
+    return spec if not isinstance(spec, str) else None
 
 
 def make_zeroshot_bundle(out: Path, *, seen: list[str] | None = None) -> Path:
@@ -116,6 +138,7 @@ def make_zeroshot_bundle(out: Path, *, seen: list[str] | None = None) -> Path:
         image_encoder_id=image_encoder.encoder_id,
         text_encoder_id=text_encoder.encoder_id,
         prompt_id="ground",
+        caption_source=caption_source_dict("attributes"),
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from skyfuse.captioning.attributes import VERSION
 from skyfuse.inference.predictor import LabelProb, Prediction
 from skyfuse.serving import ServeLimits, create_app
 from tests.inference.helpers import CLASSES, make_predictor, png_bytes, random_image
@@ -41,6 +42,7 @@ def test_predict_with_and_without_caption(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["caption"] == "blue water" and body["caption_source"] == "given"
+    assert body["caption_mismatch"] is False
     assert len(body["top_k"]) == 4 and {t["label"] for t in body["top_k"]} == set(CLASSES)
     assert body["latency_ms"] > 0
     r = client.post(
@@ -49,7 +51,9 @@ def test_predict_with_and_without_caption(client: TestClient) -> None:
         data={"top_k": "2", "explain": "true"},
     )
     body = r.json()
-    assert r.status_code == 200 and body["caption_source"] == "generated" and body["caption"]
+    # no caption: made by the source the model was trained on (the attribute captioner here)
+    assert r.status_code == 200 and body["caption_source"] == f"attributes:{VERSION}"
+    assert body["caption"] and body["caption_mismatch"] is False
     assert len(body["top_k"]) == 2
     assert body["attention_overlay"].startswith("data:image/png;base64,")
     assert len(body["attention_words"]) > 3
@@ -57,7 +61,10 @@ def test_predict_with_and_without_caption(client: TestClient) -> None:
 
 def test_bad_requests_are_refused_and_server_survives(client: TestClient) -> None:
     r = client.post("/predict", files={"image": ("a.png", b"hello, not an image", "image/png")})
-    assert r.status_code == 415 and "not an image" in r.json()["detail"]
+    assert r.status_code == 415 and "not an accepted image format" in r.json()["detail"]
+    gif = png_bytes(random_image(40), "GIF")  # decodable, but not a documented format
+    r = client.post("/predict", files={"image": ("a.gif", gif, "image/gif")})
+    assert r.status_code == 415 and "JPEG, PNG, TIFF, WebP or BMP" in r.json()["detail"]
     truncated = png_bytes(random_image(200, seed=3))[:300]
     r = client.post("/predict", files={"image": ("t.png", truncated, "image/png")})
     assert r.status_code == 422 and "t.png" in r.json()["detail"]
@@ -98,9 +105,6 @@ class SlowPredictor:
         self.calls: list[int] = []
         self.lock = threading.Lock()
 
-    def caption(self, images: list[Image.Image]) -> list[str]:
-        return ["made"] * len(images)
-
     def predict(
         self,
         images: list[Image.Image],
@@ -116,8 +120,15 @@ class SlowPredictor:
         time.sleep(self.delay)
         with self.lock:
             self.active -= 1
-        caps = captions or ["slow"] * len(images)
-        return [Prediction([LabelProb("a", 0.6), LabelProb("b", 0.4)][:top_k], c) for c in caps]
+        caps = captions or [None] * len(images)
+        return [
+            Prediction(
+                [LabelProb("a", 0.6), LabelProb("b", 0.4)][:top_k],
+                c or "made",
+                caption_source="given" if c else "stub",
+            )
+            for c in caps
+        ]
 
 
 def test_timeout_and_bounded_concurrency() -> None:
@@ -157,7 +168,7 @@ def test_waiting_requests_are_batched_and_bad_ones_isolated() -> None:
     with TestClient(app) as c:
 
         def call(i: int) -> None:
-            data = img if i != 3 else b"GIF89a broken"
+            data = img if i != 3 else b"\x89PNG\r\n\x1a\n broken"
             files = {"image": (f"{i}.png", data, "image/png")}
             form = {"caption": f"cap {i}"} if i % 2 else {}
             r = c.post("/predict", files=files, data=form)
@@ -173,7 +184,7 @@ def test_waiting_requests_are_batched_and_bad_ones_isolated() -> None:
     assert codes[3][0] == 422  # the broken image fails alone
     assert all(codes[i][0] == 200 for i in codes if i != 3)
     assert codes[1][1]["caption"] == "cap 1" and codes[2][1]["caption"] == "made"
-    assert codes[2][1]["caption_source"] == "generated"
+    assert codes[2][1]["caption_source"] == "stub"
     assert slow.peak == 1 and len(slow.calls) < 6 and max(slow.calls) > 1  # merged calls
     assert health["requests_handled"] == 7 and health["batches"] >= len(slow.calls)
 

@@ -21,9 +21,12 @@ def _caption_source(
     vlm_model: str | None,
     base_url: str | None,
     dataset_root: Path | None,
-) -> tuple[dict[str, str] | None, str, dict[str, Any]]:
-    """(captions from a file or None, captioner backend name, its options)."""
-    from skyfuse.cli.caption import backend_options, pick_backend
+) -> tuple[dict[str, str] | None, str | None, dict[str, Any]]:
+    """(captions from a file or None, the captioner the user forced or None, backend options).
+
+    Without --captioner the bundle's training caption source is used; --vlm-model / --base-url
+    then say where its VLM is."""
+    from skyfuse.cli.caption import backend_options
     from skyfuse.errors import BadInputError
 
     loaded = None
@@ -38,10 +41,11 @@ def _caption_source(
             # not a scene folder (e.g. a plain folder of images): keep the source's own names,
             # inputs find their captions by name matching
             loaded = load_captions(captions)
-    name = pick_backend(backend, vlm_model, base_url, None)
-    check_live_backend(name, vlm_model)
-    opts = backend_options(name, model=vlm_model, base_url=base_url)
-    return loaded, name, opts
+    if backend is not None:
+        check_live_backend(backend, vlm_model)
+        return loaded, backend, backend_options(backend, model=vlm_model, base_url=base_url)
+    opts = {k: v for k, v in (("model", vlm_model), ("base_url", base_url)) if v}
+    return loaded, None, opts
 
 
 def _opset_range() -> tuple[int, int]:
@@ -63,15 +67,15 @@ def check_live_backend(name: str, vlm_model: str | None) -> None:
 
     if name == "files":
         raise ConfigError(
-            "--backend files imports a caption file; pass it as --captions FILE instead"
+            "--captioner files imports a caption file; pass it as --captions FILE instead"
         )
     if name not in list_captioners():
         raise ConfigError(
-            f"--backend {name}: unknown captioner; use one of attributes, openai, transformers"
+            f"--captioner {name}: unknown captioner; use one of attributes, openai, transformers"
         )
     if name in {"openai", "transformers"} and not vlm_model:
         what = "the model name the server knows" if name == "openai" else "a local folder or hub id"
-        raise ConfigError(f"--backend {name} needs --vlm-model ({what})")
+        raise ConfigError(f"--captioner {name} needs --vlm-model ({what})")
 
 
 def _encoder_kw(image_encoder: str | None, text_encoder: str | None) -> dict[str, Any]:
@@ -86,8 +90,41 @@ def _encoder_kw(image_encoder: str | None, text_encoder: str | None) -> dict[str
 
 
 _BACKEND_HELP = (
-    "Captioner for images without a caption: attributes (offline, default), openai, transformers."
+    "Force a captioner for images without a caption (attributes, openai, transformers). Default:"
+    " the source the model's training captions came from; another kind needs"
+    " --allow-caption-mismatch."
 )
+_VLM_HELP = (
+    "Captioning model: for a model trained on VLM captions, where that VLM is (transformers: its"
+    " folder or hub id); with --captioner, the model to use (openai: served name)."
+)
+_BASE_URL_HELP = (
+    "OpenAI-compatible server that serves the captioning VLM, e.g. http://127.0.0.1:8001/v1."
+)
+_PROMPT_HELP = "Prompt id or file, for a model trained on VLM captions whose prompt text it lacks."
+_MISMATCH_HELP = (
+    "Accept captions of another kind than the model was trained on (records say caption_mismatch)."
+)
+
+
+def captioner_option() -> Any:
+    return typer.Option(None, "--captioner", "--backend", help=_BACKEND_HELP)
+
+
+def vlm_model_option() -> Any:
+    return typer.Option(None, "--vlm-model", help=_VLM_HELP)
+
+
+def base_url_option() -> Any:
+    return typer.Option(None, "--base-url", help=_BASE_URL_HELP)
+
+
+def prompt_option() -> Any:
+    return typer.Option(None, "--prompt", help=_PROMPT_HELP)
+
+
+def mismatch_option() -> Any:
+    return typer.Option(False, "--allow-caption-mismatch", help=_MISMATCH_HELP)
 
 
 def register(app: typer.Typer) -> None:
@@ -106,15 +143,11 @@ def register(app: typer.Typer) -> None:
             "--captions",
             help="Captions to use (caption store JSONL, JSONL/CSV of path,caption, text/ tree).",
         ),
-        backend: str | None = typer.Option(None, "--backend", help=_BACKEND_HELP),
-        vlm_model: str | None = typer.Option(
-            None,
-            "--vlm-model",
-            help="Captioning model (openai: served model name; transformers: id or folder).",
-        ),
-        base_url: str | None = typer.Option(
-            None, "--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8001/v1."
-        ),
+        backend: str | None = captioner_option(),
+        vlm_model: str | None = vlm_model_option(),
+        base_url: str | None = base_url_option(),
+        prompt: str | None = prompt_option(),
+        allow_mismatch: bool = mismatch_option(),
         top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Labels per image."),
         batch_size: int = typer.Option(
             16, "--batch-size", "-b", min=1, help="Images per forward pass."
@@ -134,16 +167,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Predict the scene class of images into a JSONL or CSV file.
 
-        Each record has `path` (relative to a given folder), `top_k` ([{label, prob}], best first) and
-        `caption` (from --captions, else generated by the captioner). Corrupt files are reported and
-        skipped; re-running the same command resumes: paths already in --out are not predicted again.
+        Each record has `path` (relative to a given folder), `top_k` ([{label, prob}], best first),
+        `caption`, `caption_source` ("given" from --captions, the captioner's id, or "none" for an
+        image-only prediction) and `caption_mismatch` (the caption is of another kind than the
+        model's training captions). Missing captions come from the model's training caption source;
+        a caption that fails is a record with `error`, retried by the next run. Corrupt files are
+        reported and skipped; re-running the same command resumes.
         """
         from skyfuse.inference import (
-            CaptionLookup,
             PredictionWriter,
             collect_inputs,
             load_predictor,
             parse_classes,
+            plan_captions,
             predict_files,
             resolve_model_dir,
         )
@@ -158,21 +194,15 @@ def register(app: typer.Typer) -> None:
             classes=names,
             captioner=name,
             captioner_options=opts,
+            prompt=prompt,
+            allow_caption_mismatch=allow_mismatch,
             batch_size=batch_size,
             device=device,
             **_encoder_kw(image_encoder, text_encoder),
         )
-        if caps is not None:
-            find = CaptionLookup(caps)
-            have = sum(1 for it in items if find(it) is not None)
-            if have < len(items):
-                err_console.print(
-                    f"{len(items) - have} of {len(items)} images have no caption in {captions};"
-                    f" those are captioned with the {name} captioner",
-                    soft_wrap=True,
-                )
-        elif name == "attributes" and backend is None:
-            err_console.print("captions: offline attribute captioner (pixel statistics, not a VLM)")
+        plan = plan_captions(predictor, items, caps, captions, allow_mismatch=allow_mismatch)
+        if plan.note:
+            err_console.print(plan.note, highlight=False, soft_wrap=True)
         with PredictionWriter(out, top_k=top_k) as writer, progress() as bar:
             task = bar.add_task(
                 "predict",
@@ -190,6 +220,7 @@ def register(app: typer.Typer) -> None:
                 captions=caps,
                 top_k=top_k,
                 batch_size=batch_size,
+                given_mismatch=plan.given_mismatch,
                 on_progress=tick,
             )
         for key, reason in summary.failed[:20]:
@@ -198,12 +229,20 @@ def register(app: typer.Typer) -> None:
             )
         if len(summary.failed) > 20:
             err_console.print(f"... and {len(summary.failed) - 20} more skipped files")
+        for key, reason in summary.caption_failed[:20]:
+            err_console.print(
+                f"[red]no caption[/red] {key}: {reason}", highlight=False, soft_wrap=True
+            )
         console.print(
             f"{summary.predicted} predicted, {summary.already_done} already in {out},"
-            f" {len(summary.failed)} skipped (unreadable), {summary.captioned} captioned on the fly",
+            f" {len(summary.failed)} skipped (unreadable), {summary.captioned} captioned on the fly,"
+            f" {summary.image_only} image-only, {summary.mismatched} with caption_mismatch,"
+            f" {len(summary.caption_failed)} failed captions (error records; rerun to retry)",
             highlight=False,
             soft_wrap=True,
         )
+        if summary.caption_failed:
+            raise typer.Exit(1)
 
     @app.command("explain")
     @friendly_errors
@@ -216,11 +255,11 @@ def register(app: typer.Typer) -> None:
         captions: Path | None = typer.Option(
             None, "--captions", help="Captions to use (as for predict)."
         ),
-        backend: str | None = typer.Option(None, "--backend", help=_BACKEND_HELP),
-        vlm_model: str | None = typer.Option(
-            None, "--vlm-model", help="Captioning model (see predict)."
-        ),
-        base_url: str | None = typer.Option(None, "--base-url", help="openai backend: server URL."),
+        backend: str | None = captioner_option(),
+        vlm_model: str | None = vlm_model_option(),
+        base_url: str | None = base_url_option(),
+        prompt: str | None = prompt_option(),
+        allow_mismatch: bool = mismatch_option(),
         limit: int = typer.Option(
             300,
             "--limit",
@@ -259,6 +298,8 @@ def register(app: typer.Typer) -> None:
             model_dir,
             captioner=name,
             captioner_options=opts,
+            prompt=prompt,
+            allow_caption_mismatch=allow_mismatch,
             batch_size=batch_size,
             device=device,
             **_encoder_kw(image_encoder, text_encoder),

@@ -7,6 +7,13 @@ from pathlib import Path
 import typer
 
 from skyfuse.cli.common import err_console, friendly_errors
+from skyfuse.cli.predict import (
+    base_url_option,
+    captioner_option,
+    mismatch_option,
+    prompt_option,
+    vlm_model_option,
+)
 
 
 def check_bindable(host: str, port: int) -> None:
@@ -46,15 +53,17 @@ def register(app: typer.Typer) -> None:
             "127.0.0.1", "--host", help="Address to bind; loopback unless you mean to expose it."
         ),
         port: int = typer.Option(8000, "--port", "-p", min=1, max=65535, help="TCP port."),
-        backend: str | None = typer.Option(
-            None,
-            "--backend",
-            help="Captioner when a request has no caption: attributes (default), openai, transformers.",
+        backend: str | None = captioner_option(),
+        vlm_model: str | None = vlm_model_option(),
+        base_url: str | None = base_url_option(),
+        prompt: str | None = prompt_option(),
+        allow_mismatch: bool = mismatch_option(),
+        require_caption: bool = typer.Option(
+            False,
+            "--require-caption",
+            help="Serve a model whose caption source is unavailable (e.g. trained on human"
+            " captions): requests without a caption get 422.",
         ),
-        vlm_model: str | None = typer.Option(
-            None, "--vlm-model", help="Captioning model (openai name or transformers id/folder)."
-        ),
-        base_url: str | None = typer.Option(None, "--base-url", help="openai backend: server URL."),
         classes: str | None = typer.Option(
             None, "--classes", help="Zero-shot bundles: comma-separated class names to score."
         ),
@@ -84,15 +93,19 @@ def register(app: typer.Typer) -> None:
         """Serve a model over HTTP: POST /predict, GET /health, GET /classes, docs at /docs, page at /.
 
         POST /predict takes a multipart `image` and optional `caption`, `top_k`, `explain` fields and
-        returns {"top_k": [{"label", "prob"}], "caption", "caption_source", "latency_ms"} (plus the
-        attention overlay with explain=true). Oversize bodies and images get 413, non-images 415,
-        corrupt images 422, a full queue 503 and a request past --timeout 504.
+        returns {"top_k": [{"label", "prob"}], "caption", "caption_source", "caption_mismatch",
+        "latency_ms"} (plus the attention overlay with explain=true). A request without a caption
+        gets one from the model's training caption source (or an image-only answer where the model
+        was trained with caption dropout). Oversize bodies and images get 413, other formats than
+        JPEG/PNG/TIFF/WebP/BMP 415, corrupt images 422, a failed caption 502, a full queue or an
+        unusable captioner 503 and a request past --timeout 504. The model is loaded and run once
+        before /health answers.
         """
         import ipaddress
 
         from skyfuse.cli.predict import _caption_source
         from skyfuse.inference import load_predictor, parse_classes, resolve_model_dir
-        from skyfuse.serving import ServeLimits, create_app
+        from skyfuse.serving import ServeLimits, check_caption_policy, create_app
         from skyfuse.serving.server import uvicorn_config
 
         try:
@@ -112,7 +125,14 @@ def register(app: typer.Typer) -> None:
             classes=parse_classes(classes),
             captioner=name,
             captioner_options=opts,
+            prompt=prompt,
+            allow_caption_mismatch=allow_mismatch,
             device=device,
+        )
+        err_console.print(
+            check_caption_policy(predictor, require_caption=require_caption),
+            highlight=False,
+            soft_wrap=True,
         )
         limits = ServeLimits(
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),

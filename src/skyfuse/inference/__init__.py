@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from skyfuse.inference.batch import (
     CaptionLookup,
+    CaptionPlan,
     InputImage,
     PredictSummary,
     collect_inputs,
+    plan_captions,
     predict_files,
+)
+from skyfuse.inference.captions import (
+    CaptionError,
+    CaptionPolicy,
+    CaptionRefused,
+    resolve_caption_policy,
 )
 from skyfuse.inference.loading import (
     ZeroShotPredictor,
@@ -19,7 +27,11 @@ from skyfuse.inference.predictor import Explanation, LabelProb, Prediction, Pred
 from skyfuse.inference.records import PredictionWriter, read_predictions
 
 __all__ = [
+    "CaptionError",
     "CaptionLookup",
+    "CaptionPlan",
+    "CaptionPolicy",
+    "CaptionRefused",
     "Explanation",
     "InputImage",
     "LabelProb",
@@ -31,7 +43,9 @@ __all__ = [
     "collect_inputs",
     "load_predictor",
     "parse_classes",
+    "plan_captions",
     "predict_files",
     "read_predictions",
+    "resolve_caption_policy",
     "resolve_model_dir",
 ]

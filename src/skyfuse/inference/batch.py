@@ -15,19 +15,22 @@ from PIL import Image
 
 from skyfuse.captioning.matching import NameIndex
 from skyfuse.data.images import is_image_file, load_image
-from skyfuse.errors import BadInputError, ImageDecodeError
+from skyfuse.errors import BadInputError, ConfigError, ImageDecodeError
+from skyfuse.inference.captions import GIVEN, NONE, CaptionRefused
 from skyfuse.inference.predictor import Prediction
 from skyfuse.inference.records import PredictionWriter
 
 
 class SupportsPredict(Protocol):
-    """What the batch loop needs: `Predictor` and the zero-shot adapter both fit."""
+    """What the batch loop needs: `Predictor` and the zero-shot adapter both fit (a None caption
+    is made under the predictor's caption policy)."""
 
     def predict(
-        self, images: Sequence[Image.Image], captions: Sequence[str] | None = None, top_k: int = 5
+        self,
+        images: Sequence[Image.Image],
+        captions: Sequence[str | None] | None = None,
+        top_k: int = 5,
     ) -> list[Prediction]: ...
-
-    def caption(self, images: Sequence[Image.Image]) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,18 @@ class InputImage:
 
 @dataclass
 class PredictSummary:
-    """What a run did; `failed` holds (key, reason) for files that were skipped."""
+    """What a run did; `failed` holds (key, reason) for files that were skipped (unreadable),
+    `caption_failed` (key, reason) for images whose caption could not be made (a failed record in
+    the file, retried by the next run); `image_only` counts predictions without a caption."""
 
     total: int = 0
     already_done: int = 0
     predicted: int = 0
     captioned: int = 0
+    image_only: int = 0
+    mismatched: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    caption_failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def collect_inputs(paths: Iterable[str | Path]) -> list[InputImage]:
@@ -124,6 +132,54 @@ class CaptionLookup:
         return None if name is None else self.captions[name]
 
 
+@dataclass
+class CaptionPlan:
+    """What a batch run will do about captions: how many images need one made, whether the given
+    captions are of another kind than the training ones, and a line saying so."""
+
+    missing: int
+    given_mismatch: bool
+    note: str
+
+
+def plan_captions(
+    predictor: Any,
+    items: Sequence[InputImage],
+    captions: Mapping[str, str] | None,
+    caption_file: str | Path | None = None,
+    *,
+    allow_mismatch: bool = False,
+) -> CaptionPlan:
+    """Check before anything is written that every image will get a caption of the right kind.
+
+    Raises CaptionRefused when images lack a caption and the predictor's caption policy cannot make
+    one (a human-caption model), and ConfigError when `caption_file` is a caption store of another
+    captioner than the training captions' (unless `allow_mismatch`).
+    """
+    from skyfuse.captioning.provenance import same_kind, source_of_file
+
+    policy = predictor.caption_policy
+    find = CaptionLookup(captions) if captions is not None else None
+    missing = sum(1 for it in items if find is None or find(it) is None)
+    if missing and policy.mode == "refuse":
+        raise CaptionRefused(f"{missing} of {len(items)} images have no caption: {policy.refusal}")
+    given_mismatch = False
+    notes = [policy.describe()] if missing or policy.trained.kind == "unknown" else []
+    if caption_file is not None and missing < len(items):
+        used = source_of_file(caption_file)
+        known = policy.trained.kind != "unknown" and used.kind in ("captioner", "mixed")
+        given_mismatch = known and not same_kind(policy.trained, used)
+        if given_mismatch and not allow_mismatch:
+            raise ConfigError(
+                f"{caption_file}: captions from {used.describe()}, but the model was trained on"
+                f" {policy.trained.describe()}; give captions of that kind, or add"
+                " --allow-caption-mismatch (records say caption_mismatch: true)"
+            )
+        if missing:
+            notes.append(f"{missing} of {len(items)} images have no caption in {caption_file}")
+    return CaptionPlan(missing, given_mismatch, "; ".join(notes))
+
+
 def predict_files(
     predictor: SupportsPredict,
     items: Sequence[InputImage],
@@ -133,12 +189,15 @@ def predict_files(
     top_k: int = 5,
     batch_size: int = 16,
     max_pixels: int | None = None,
+    given_mismatch: bool = False,
     on_progress: Callable[[int, PredictSummary], None] | None = None,
 ) -> PredictSummary:
     """Predict every item not yet in `writer`; corrupt files are skipped and listed in the summary.
 
-    Images without a caption in `captions` (or all, when `captions` is None) are captioned by the
-    predictor's captioner. `on_progress(n, summary)` is called after each batch with the items done.
+    Images without a caption in `captions` (or all, when `captions` is None) get one under the
+    predictor's caption policy; a caption that fails is a failed record (`error`), never an empty
+    caption. `given_mismatch` marks the given captions as of another kind than the training ones
+    (the caller compared their source). `on_progress(n, summary)` is called after each batch.
     """
     summary = PredictSummary(total=len(items))
     todo = [it for it in items if it.key not in writer.done]
@@ -158,17 +217,19 @@ def predict_files(
                 summary.failed.append((it.key, exc.reason))
         if images:
             caps: list[str | None] = [find(it) if find is not None else None for it in ok]
-            missing = [i for i, c in enumerate(caps) if c is None]
-            if missing:
-                made = predictor.caption([images[i] for i in missing])
-                for i, c in zip(missing, made, strict=True):
-                    caps[i] = c
-                summary.captioned += len(missing)
-            preds = predictor.predict(images, [c or "" for c in caps], top_k)
+            preds = predictor.predict(images, caps, top_k)
             for it, pred in zip(ok, preds, strict=True):
+                if pred.caption_source == GIVEN and given_mismatch:
+                    pred.caption_mismatch = True
                 writer.write(it.key, pred)
+                if pred.error is not None:
+                    summary.caption_failed.append((it.key, pred.error))
+                    continue
+                summary.predicted += 1
+                summary.image_only += pred.caption_source == NONE
+                summary.captioned += pred.caption_source not in (GIVEN, NONE)
+                summary.mismatched += pred.caption_mismatch
             writer.flush()
-            summary.predicted += len(ok)
         if on_progress is not None:
             on_progress(len(chunk), summary)
     return summary

@@ -7,6 +7,7 @@ only against the classes it was trained on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,13 @@ from PIL import Image
 
 from skyfuse.errors import BadInputError, ConfigError
 from skyfuse.inference.predictor import (
+    CaptionProvider,
     LabelProb,
-    LazyCaptionFn,
     Prediction,
     Predictor,
     caption_chunks,
+    caption_policy_for,
+    failed_prediction,
 )
 
 
@@ -55,8 +58,11 @@ class ZeroShotPredictor:
         text_encoder: Any | None = None,
         captioner: Any | None = None,
         captioner_options: dict[str, Any] | None = None,
+        prompt: Any | None = None,
+        allow_caption_mismatch: bool = False,
         batch_size: int = 16,
     ) -> None:
+        from skyfuse.training.bundle import read_manifest
         from skyfuse.zeroshot import load_zeroshot_model
 
         self.model_dir = Path(model_dir)
@@ -68,24 +74,64 @@ class ZeroShotPredictor:
             raise BadInputError("zero-shot prediction needs at least two class names in --classes")
         self.batch_size = max(1, int(batch_size))
         self.prompt_id = self.model.prompt_id
-        self._captions = LazyCaptionFn(captioner, captioner_options)
+        # image-only needs a text mask the zero-shot head does not take: never offered here
+        self.caption_policy = caption_policy_for(
+            read_manifest(self.model_dir).get("caption_source"),
+            None,
+            None,
+            self.model_dir,
+            captioner=captioner,
+            captioner_options=captioner_options,
+            prompt=prompt,
+            allow_caption_mismatch=allow_caption_mismatch,
+        )
+        self._captions = CaptionProvider(self.caption_policy)
 
-    def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        return self._captions(images, prompt=self.prompt_id)
+    def warm_up(self) -> float:
+        """As `Predictor.warm_up`: one prediction and the captioner built; returns seconds."""
+        t0 = time.perf_counter()
+        self.model.predict(
+            [Image.new("RGB", (64, 64), (96, 112, 80))], ["a warm-up caption"], self.class_names, 1
+        )
+        self._captions.warm_up()
+        return round(time.perf_counter() - t0, 3)
 
     def predict(
         self,
         images: Sequence[Image.Image],
-        captions: Sequence[str] | None = None,
+        captions: Sequence[str | None] | None = None,
         top_k: int = 5,
         *,
         explain: bool = False,
     ) -> list[Prediction]:
+        """As `Predictor.predict` (no attention maps)."""
         out: list[Prediction] = []
-        for chunk, caps in caption_chunks(images, captions, self.batch_size, self.caption):
-            ranked = self.model.predict(chunk, caps, self.class_names, top_k)
-            for cap, top in zip(caps, ranked, strict=True):
-                out.append(Prediction([LabelProb(n, p) for n, p in top], cap))
+        for chunk, caps in caption_chunks(images, captions, self.batch_size):
+            slots = self._captions.slots(chunk, caps)
+            ok = [i for i, slot in enumerate(slots) if slot.error is None]
+            ranked = (
+                self.model.predict(
+                    [chunk[i] for i in ok],
+                    [slots[i].text or "" for i in ok],
+                    self.class_names,
+                    top_k,
+                )
+                if ok
+                else []
+            )
+            done = dict(zip(ok, ranked, strict=True))
+            for i, slot in enumerate(slots):
+                top = done.get(i)
+                out.append(
+                    failed_prediction(slot)
+                    if top is None
+                    else Prediction(
+                        [LabelProb(n, p) for n, p in top],
+                        slot.text,
+                        caption_source=slot.source,
+                        caption_mismatch=slot.mismatch,
+                    )
+                )
         return out
 
 

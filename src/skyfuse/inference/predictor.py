@@ -7,8 +7,10 @@ through `Predictor.predict`, which encodes pixels and captions with the encoders
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from skyfuse.captioning.provenance import CaptionSource
 from skyfuse.devices import check_device
 from skyfuse.errors import BadInputError, ConfigError, SkyfuseError
+from skyfuse.inference.captions import (
+    GIVEN,
+    NONE,
+    CaptionError,
+    CaptionPolicy,
+    CaptionRefused,
+    make_caption_fn,
+    resolve_caption_policy,
+)
 
 
 @dataclass(frozen=True)
@@ -49,55 +61,118 @@ class Explanation:
 
 @dataclass
 class Prediction:
-    """Top-k labels for one image and the caption that was used."""
+    """Top-k labels for one image, the caption that was used and where it came from.
+
+    caption_source: ``"given"`` (the caller's), the captioner's id (e.g. ``attributes:attributes-v1``)
+    or ``"none"`` (image-only: caption is None); caption_mismatch: the caption is of another kind
+    than the model's training captions. A record whose caption could not be made has empty `top_k`
+    and `error` (with the HTTP status a server answers in `error_status`).
+    """
 
     top_k: list[LabelProb]
-    caption: str
+    caption: str | None
     explanation: Explanation | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    caption_source: str = "given"
+    caption_mismatch: bool = False
+    error: str | None = None
+    error_status: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"top_k": [t.to_dict() for t in self.top_k], "caption": self.caption}
+        out: dict[str, Any] = {
+            "top_k": [t.to_dict() for t in self.top_k],
+            "caption": self.caption,
+            "caption_source": self.caption_source,
+            "caption_mismatch": self.caption_mismatch,
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
 
 
-CaptionFn = Callable[[Sequence[Image.Image]], list[str]]
+@dataclass(frozen=True)
+class CaptionSlot:
+    """The caption of one image: text (None: image-only or failed), its source and mismatch flag."""
+
+    text: str | None
+    source: str
+    mismatch: bool = False
+    error: CaptionError | None = None
 
 
-class LazyCaptionFn:
-    """The caption function of a predictor, built on first use and only once.
+class CaptionProvider:
+    """Captions for a predictor under its `CaptionPolicy`; the captioner is built on first use, once.
 
-    Why: building a captioner can load a VLM, which prediction with given captions never needs; a
-    server's concurrent first requests must share one build (the lock). `Predictor` and the
+    Why lazy: building a captioner can load a VLM, which prediction with given captions never needs;
+    a server's concurrent first requests must share one build (the lock). `Predictor` and the
     zero-shot predictor both caption through this.
     """
 
-    def __init__(self, spec: Any | None, options: dict[str, Any] | None = None) -> None:
-        self._spec = spec
-        self._options = dict(options or {})
-        self._fn: CaptionFn | None = None
+    def __init__(self, policy: CaptionPolicy) -> None:
+        self.policy = policy
+        self._fn: Any = None
         self._lock = threading.Lock()
 
-    def __call__(self, images: Sequence[Image.Image], *, prompt: str | None) -> list[str]:
-        """Captions for images; `prompt` (a prompt id) is used when the function is first built."""
+    def generate(self, images: Sequence[Image.Image]) -> list[str | CaptionError]:
+        """Captions (or per-image errors) from the policy's captioner; CaptionRefused when the
+        policy has none."""
+        if self.policy.mode != "captioner":
+            raise CaptionRefused(
+                self.policy.refusal or "this model needs a caption for every image"
+            )
+        got: list[str | CaptionError] = self.build()(images)
+        if len(got) != len(images):
+            raise CaptionError(
+                f"the captioner returned {len(got)} captions for {len(images)} images"
+            )
+        return got
+
+    def build(self) -> Any:
+        """The captioner as a function (built once; a local VLM loads its weights here)."""
         if self._fn is None:
             with self._lock:
                 if self._fn is None:
-                    self._fn = make_caption_fn(
-                        self._spec or "attributes", prompt=prompt, **self._options
-                    )
-        return self._fn(images)
+                    self._fn = make_caption_fn(self.policy)
+        return self._fn
+
+    def warm_up(self) -> None:
+        """Build the policy's captioner now (servers do this before they report ready)."""
+        if self.policy.mode == "captioner":
+            self.build()
+
+    def slots(
+        self, images: Sequence[Image.Image], captions: Sequence[str | None]
+    ) -> list[CaptionSlot]:
+        """One slot per image: a given caption as is; a missing (None or blank) one made under the
+        policy (image-only when it says so; a failure becomes the slot's error)."""
+        out: list[CaptionSlot | None] = [
+            CaptionSlot(c.strip(), GIVEN) if isinstance(c, str) and c.strip() else None
+            for c in captions
+        ]
+        missing = [i for i, c in enumerate(out) if c is None]
+        if missing and self.policy.mode == "image-only":
+            for i in missing:
+                out[i] = CaptionSlot(None, NONE)
+        elif missing:
+            made = self.generate([images[i] for i in missing])
+            sid, mism = self.policy.source_id, self.policy.mismatch
+            for i, c in zip(missing, made, strict=True):
+                out[i] = (
+                    CaptionSlot(None, sid, mism, c)
+                    if isinstance(c, CaptionError)
+                    else CaptionSlot(c, sid, mism)
+                )
+        return [c for c in out if c is not None]
 
 
 def caption_chunks(
     images: Sequence[Image.Image],
-    captions: Sequence[str] | None,
+    captions: Sequence[str | None] | None,
     batch_size: int,
-    caption: CaptionFn,
-) -> Iterator[tuple[list[Image.Image], list[str]]]:
-    """(images, captions) batches of at most `batch_size`; captions come from `caption` when None.
+) -> Iterator[tuple[list[Image.Image], list[str | None]]]:
+    """(images, captions) batches of at most `batch_size`, None for a caption not given.
 
-    Why one place: every predictor must pair images and captions the same way (one per image,
-    missing captions as empty strings) and caption lazily, batch by batch.
+    Why one place: every predictor must pair images and captions the same way (one per image).
     """
     images = list(images)
     if captions is not None and len(captions) != len(images):
@@ -107,10 +182,72 @@ def caption_chunks(
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         if captions is None:
-            caps = caption(chunk)
+            caps: list[str | None] = [None] * len(chunk)
         else:
-            caps = [str(c or "") for c in captions[start : start + batch_size]]
+            caps = [None if c is None else str(c) for c in captions[start : start + batch_size]]
         yield chunk, caps
+
+
+def failed_prediction(slot: CaptionSlot) -> Prediction:
+    """The record of an image whose caption could not be made."""
+    err = slot.error
+    return Prediction(
+        [],
+        None,
+        caption_source=slot.source,
+        caption_mismatch=slot.mismatch,
+        error=str(err) if err is not None else "no caption",
+        error_status=getattr(err, "status", 502),
+    )
+
+
+def supports_image_only(model: Any, config: Any) -> bool:
+    """Whether a bundle predicts without a caption: trained with caption dropout, and its forward
+    takes an empty text mask (checked with one tiny forward pass; finite logits)."""
+    if not float(getattr(config, "caption_dropout", 0.0) or 0.0) > 0:
+        return False
+    try:
+        param = next(model.parameters())
+        img = torch.zeros(1, 2, int(config.image_dim), dtype=param.dtype, device=param.device)
+        txt = torch.zeros(1, 1, int(config.text_dim), dtype=param.dtype, device=param.device)
+        img_mask = torch.ones(1, 2, dtype=torch.bool, device=param.device)
+        txt_mask = torch.zeros(1, 1, dtype=torch.bool, device=param.device)
+        with torch.inference_mode():
+            logits = model(img, img_mask, txt, txt_mask).logits
+        return bool(torch.isfinite(logits).all())
+    except Exception:
+        return False
+
+
+def caption_policy_for(
+    bundle_source: Any,
+    model: Any,
+    config: Any,
+    model_dir: Path,
+    *,
+    captioner: Any | None,
+    captioner_options: dict[str, Any] | None,
+    prompt: Any | None,
+    allow_caption_mismatch: bool,
+) -> CaptionPolicy:
+    """The caption policy of a loaded bundle (shared by `Predictor` and the zero-shot predictor);
+    an old bundle without a recorded source is logged as such."""
+    trained = CaptionSource.from_dict(bundle_source)
+    if trained.kind == "unknown":
+        logging.getLogger(__name__).warning(
+            "%s records no caption source (written before skyfuse recorded one); captions of"
+            " unknown kind: give captions or force a captioner with --allow-caption-mismatch",
+            model_dir,
+        )
+    return resolve_caption_policy(
+        trained,
+        captioner=captioner,
+        options=captioner_options,
+        prompt=prompt,
+        allow_mismatch=allow_caption_mismatch,
+        image_only=supports_image_only(model, config),
+        where=str(model_dir),
+    )
 
 
 def softmax_top_k(logits: torch.Tensor, labels: Sequence[str], k: int) -> list[list[LabelProb]]:
@@ -136,8 +273,14 @@ class Predictor:
         model_dir: a bundle written by `skyfuse.training.bundle.save_bundle`.
         image_encoder / text_encoder: already-built encoders to use instead of the ids in the bundle
             (tests and servers that share encoders); their ids must match the bundle's.
-        captioner: a `skyfuse.captioning` captioner, a registry name (e.g. ``"attributes"``), or a
-            function images -> captions; used only when `predict` gets no captions.
+        captioner: force a captioner for images without a caption (a `skyfuse.captioning`
+            captioner, a registry name, or a function images -> captions). By default the source
+            the bundle's training captions came from is used (see `skyfuse.inference.captions`);
+            one of another kind is refused unless `allow_caption_mismatch`.
+        captioner_options: the backend's options: ``base_url`` (openai), ``model`` (transformers:
+            the VLM's folder), and the like.
+        prompt: prompt id or file for a VLM source whose prompt text the bundle lacks.
+        allow_caption_mismatch: accept a forced captioner of another kind (records say so).
         device: torch device for the fusion model and the encoders.
         batch_size: images per forward pass inside `predict`.
     """
@@ -150,6 +293,8 @@ class Predictor:
         text_encoder: Any | None = None,
         captioner: Any | None = None,
         captioner_options: dict[str, Any] | None = None,
+        prompt: Any | None = None,
+        allow_caption_mismatch: bool = False,
         device: str = "cpu",
         batch_size: int = 16,
     ) -> None:
@@ -178,16 +323,47 @@ class Predictor:
         for enc in (self.image_encoder, self.text_encoder):
             if isinstance(enc, torch.nn.Module):
                 enc.to(self.device).eval()
-        self._captions = LazyCaptionFn(captioner, captioner_options)
+        self.caption_policy = caption_policy_for(
+            self.bundle.caption_source,
+            self.model,
+            self.bundle.config,
+            self.model_dir,
+            captioner=captioner,
+            captioner_options=captioner_options,
+            prompt=prompt,
+            allow_caption_mismatch=allow_caption_mismatch,
+        )
+        self._captions = CaptionProvider(self.caption_policy)
 
     # -- captions ----------------------------------------------------------------------------------
     @property
     def prompt_id(self) -> str | None:
         return self.bundle.prompt_id
 
+    @property
+    def training_captions(self) -> CaptionSource:
+        """Where the bundle's training captions came from (kind ``unknown`` for old bundles)."""
+        return self.caption_policy.trained
+
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        """Captions for images from the configured captioner (default: the offline attribute one)."""
-        return self._captions(images, prompt=self.prompt_id)
+        """Captions for images under the caption policy; CaptionRefused when it has no captioner,
+        CaptionError when one image's caption fails."""
+        out = []
+        for c in self._captions.generate(images):
+            if isinstance(c, CaptionError):
+                raise c
+            out.append(c)
+        return out
+
+    def warm_up(self) -> float:
+        """Run the encoders and the model once and build the captioner; returns the seconds taken.
+
+        Why: lazily loaded parts (tokenizer, kernels, a local VLM) made a server's first request
+        take seconds; a server calls this before it reports ready."""
+        t0 = time.perf_counter()
+        self.forward([Image.new("RGB", (64, 64), (96, 112, 80))], ["a warm-up caption"])
+        self._captions.warm_up()
+        return round(time.perf_counter() - t0, 3)
 
     # -- prediction --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -200,30 +376,59 @@ class Predictor:
 
     @torch.inference_mode()
     def forward(
-        self, images: Sequence[Image.Image], captions: Sequence[str], *, explain: bool = False
+        self,
+        images: Sequence[Image.Image],
+        captions: Sequence[str | None],
+        *,
+        explain: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, list[Explanation] | None]:
-        """Logits (B, C), fused features (B, F) and, on request, per-sample attention."""
-        image, text = self.encode(images, captions)
+        """Logits (B, C), fused features (B, F) and, on request, per-sample attention. A None caption
+        is an absent one (image-only: the sample's text mask is all False, as caption dropout
+        trains it)."""
+        absent = [c is None for c in captions]
+        image, text = self.encode(images, [c or "" for c in captions])
+        if any(absent):
+            rows = torch.tensor(absent, device=text.mask.device)
+            text.mask = text.mask & ~rows[:, None]
+            text.tokens = text.tokens.masked_fill(rows[:, None, None], 0.0)
         out = self.model(image.tokens, image.mask, text.tokens, text.mask, return_attention=explain)
         explanations = None
         if explain:
-            explanations = self._explanations(out.attention or {}, image.mask, text.mask, captions)
+            explanations = self._explanations(
+                out.attention or {}, image.mask, text.mask, [c or "" for c in captions]
+            )
         return out.logits.float().cpu(), out.fused.float().cpu(), explanations
 
     def predict(
         self,
         images: Sequence[Image.Image],
-        captions: Sequence[str] | None = None,
+        captions: Sequence[str | None] | None = None,
         top_k: int = 5,
         *,
         explain: bool = False,
     ) -> list[Prediction]:
-        """Top-k labels per image; captions are generated when not given (one per image)."""
+        """Top-k labels per image. A caption that is not given (None, blank, or no `captions`) is
+        made under the caption policy; an image whose caption fails gets a Prediction with `error`
+        (and no labels); CaptionRefused when the policy can make none."""
         out: list[Prediction] = []
-        for chunk, caps in caption_chunks(images, captions, self.batch_size, self.caption):
-            logits, _, expl = self.forward(chunk, caps, explain=explain)
-            for i, top in enumerate(softmax_top_k(logits, self.class_names, top_k)):
-                out.append(Prediction(top, caps[i], expl[i] if expl else None))
+        for chunk, caps in caption_chunks(images, captions, self.batch_size):
+            slots = self._captions.slots(chunk, caps)
+            ok = [i for i, slot in enumerate(slots) if slot.error is None]
+            done: dict[int, Prediction] = {}
+            if ok:
+                texts = [slots[i].text for i in ok]
+                logits, _, expl = self.forward([chunk[i] for i in ok], texts, explain=explain)
+                tops = softmax_top_k(logits, self.class_names, top_k)
+                for j, i in enumerate(ok):
+                    slot = slots[i]
+                    done[i] = Prediction(
+                        tops[j],
+                        slot.text,
+                        expl[j] if expl else None,
+                        caption_source=slot.source,
+                        caption_mismatch=slot.mismatch,
+                    )
+            out.extend(done.get(i) or failed_prediction(slot) for i, slot in enumerate(slots))
         return out
 
     # -- attention ---------------------------------------------------------------------------------
@@ -290,23 +495,6 @@ def token_strings(text_encoder: Any, captions: Sequence[str]) -> list[list[str]]
         row = ids[i] if mask is None else ids[i][mask[i].bool()]
         out.append([str(t) for t in tokenizer.convert_ids_to_tokens(row.tolist())])
     return out
-
-
-def make_caption_fn(spec: Any, *, prompt: str | None = None, **options: Any) -> CaptionFn:
-    """Turn a captioner (object, registry name or function) into images -> captions."""
-    if callable(spec) and not hasattr(spec, "caption") and not hasattr(spec, "caption_images"):
-        return spec  # type: ignore[no-any-return]
-    captioner = spec
-    if isinstance(spec, str):
-        from skyfuse.captioning import create_captioner
-
-        captioner = create_captioner(spec, **options)
-    from skyfuse.inference.captions import captions_from_captioner
-
-    def run(images: Sequence[Image.Image]) -> list[str]:
-        return captions_from_captioner(captioner, images, prompt=prompt)
-
-    return run
 
 
 def _encoder_names(encoder_id: str, name: str | None = None) -> list[str]:

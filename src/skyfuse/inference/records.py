@@ -33,8 +33,12 @@ def format_for(path: Path) -> str:
     )
 
 
+#: Columns before the labels; `caption_source` / `caption_mismatch` are an interface contract.
+CSV_FIELDS = ["path", "caption", "caption_source", "caption_mismatch", "error"]
+
+
 def csv_header(top_k: int) -> list[str]:
-    cols = ["path", "caption"]
+    cols = list(CSV_FIELDS)
     for i in range(1, top_k + 1):
         cols += [f"label_{i}", f"prob_{i}"]
     return cols
@@ -65,8 +69,8 @@ def _repair_jsonl(path: Path) -> set[str]:
             # complete record without its newline: keep it, add the newline
             with open(path, "ab") as f:
                 f.write(b"\n")
-        if isinstance(rec, dict) and "path" in rec:
-            done.add(str(rec["path"]))
+        if isinstance(rec, dict) and "path" in rec and not rec.get("error"):
+            done.add(str(rec["path"]))  # a failed record is retried by the next run
         good_end = pos
     if good_end < len(data):
         with open(path, "r+b") as f:
@@ -88,7 +92,12 @@ def _read_csv(path: Path, top_k: int) -> set[str]:
     if header is None:
         return set()
     if header != csv_header(top_k):
-        k = (len(header) - 2) // 2
+        if header[: len(CSV_FIELDS)] != CSV_FIELDS:
+            raise BadInputError(
+                f"{path}: written by an older skyfuse (no caption_source column); choose another"
+                " --out"
+            )
+        k = (len(header) - len(CSV_FIELDS)) // 2
         raise BadInputError(
             f"{path}: written with --top-k {k}; resume with --top-k {k} or choose another --out"
         )
@@ -107,7 +116,8 @@ def _read_csv(path: Path, top_k: int) -> set[str]:
             continue
         last = reader.line_num
         if len(row) == len(header) and pieces[last - 1].endswith("\n"):
-            done.add(row[0])
+            if not row[4]:  # a failed row (error column) is retried by the next run
+                done.add(row[0])
         elif last == len(pieces):
             cut = starts[first]
             break
@@ -145,7 +155,13 @@ class PredictionWriter:
     def write(self, path: str, prediction: Prediction, **extra: Any) -> None:
         """Append one record (not yet flushed; call `flush` after a batch)."""
         if self._csv is not None:
-            row: list[Any] = [path, prediction.caption]
+            row: list[Any] = [
+                path,
+                "" if prediction.caption is None else prediction.caption,
+                prediction.caption_source,
+                "true" if prediction.caption_mismatch else "false",
+                prediction.error or "",
+            ]
             for i in range(self.top_k):
                 if i < len(prediction.top_k):
                     t = prediction.top_k[i]
@@ -181,19 +197,35 @@ class PredictionWriter:
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSONL or CSV prediction file, as dicts with `path`, `top_k`, `caption`."""
+    """Records of a JSONL or CSV prediction file, as dicts with `path`, `top_k`, `caption`,
+    `caption_source`, `caption_mismatch` (and `error` for a failed one); where a failed record was
+    retried by a later run, the later record replaces it (file order is kept otherwise)."""
     path = Path(path)
+    records: list[dict[str, Any]] = []
     if format_for(path) == "jsonl":
         with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    out = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            top = []
-            i = 1
-            while f"label_{i}" in row:
-                if row[f"label_{i}"]:
-                    top.append({"label": row[f"label_{i}"], "prob": float(row[f"prob_{i}"])})
-                i += 1
-            out.append({"path": row["path"], "caption": row["caption"], "top_k": top})
-    return out
+            records = [json.loads(line) for line in f if line.strip()]
+    else:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                top = []
+                i = 1
+                while f"label_{i}" in row:
+                    if row[f"label_{i}"]:
+                        top.append({"label": row[f"label_{i}"], "prob": float(row[f"prob_{i}"])})
+                    i += 1
+                source = row.get("caption_source", "")
+                rec: dict[str, Any] = {
+                    "path": row["path"],
+                    "caption": None if source == "none" or row.get("error") else row["caption"],
+                    "caption_source": source,
+                    "caption_mismatch": row.get("caption_mismatch") == "true",
+                    "top_k": top,
+                }
+                if row.get("error"):
+                    rec["error"] = row["error"]
+                records.append(rec)
+    latest: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        latest[str(rec.get("path"))] = rec
+    return list(latest.values())

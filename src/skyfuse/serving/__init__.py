@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skyfuse.serving.app import create_app
+from skyfuse.serving.app import check_caption_policy, create_app
 from skyfuse.serving.limits import ServeLimits
 
-__all__ = ["ServeLimits", "create_app"]
+__all__ = ["ServeLimits", "check_caption_policy", "create_app"]

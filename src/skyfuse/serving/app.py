@@ -2,7 +2,10 @@
 
 Routes: POST /predict (multipart `image`, optional `caption`, `top_k`, `explain`), GET /health,
 GET /classes, GET / (the page), and FastAPI's /docs + /openapi.json. Every failure is a JSON
-``{"detail": ...}`` with a status that says whose fault it was; no request can take the server down.
+``{"detail": ...}`` with a status that says whose fault it was (413 too large, 415 not an accepted
+image format, 422 bad input or a caption this model needs, 502 a caption that failed, 503 busy or
+no usable captioner, 504 too slow), all declared in the OpenAPI document; no request can take the
+server down. The model runs once at start-up, before the server accepts connections.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
+from pydantic import BaseModel
 
 from skyfuse.data.images import decode_image
 from skyfuse.errors import ImageDecodeError, SkyfuseError
@@ -30,21 +34,48 @@ from skyfuse.serving.limits import BodySizeLimit, GateError, ServeLimits, sniff_
 log = logging.getLogger("skyfuse.serving")
 
 
+#: The upload formats the server accepts (sniffed from the bytes; anything else gets 415).
+ACCEPTED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/tiff", "image/webp", "image/bmp")
+_FORMATS_TEXT = "JPEG, PNG, TIFF, WebP or BMP"
+
+
 class ServablePredictor(Protocol):
-    """What the service needs from a predictor (`skyfuse.inference.Predictor` fits)."""
+    """What the service needs from a predictor (`skyfuse.inference.Predictor` fits): `predict`
+    makes a None caption under its caption policy and returns records with `caption_source`,
+    `caption_mismatch` and, for a caption that failed, `error` / `error_status`."""
 
     class_names: list[str]
 
     def predict(
         self,
         images: list[Image.Image],
-        captions: list[str] | None = None,
+        captions: list[str | None] | None = None,
         top_k: int = 5,
         *,
         explain: bool = False,
     ) -> list[Any]: ...
 
-    def caption(self, images: list[Image.Image]) -> list[str]: ...
+
+def check_caption_policy(predictor: Any, *, require_caption: bool = False) -> str:
+    """Refuse at start-up (CaptionRefused) to serve a model whose training caption source cannot
+    be used and that cannot predict from the image alone, unless `require_caption` (requests
+    without a caption then get 422). Returns a line saying what requests without a caption get."""
+    from skyfuse.inference.captions import CaptionRefused
+
+    policy = getattr(predictor, "caption_policy", None)
+    if policy is None:
+        return "captions: requests without a caption are captioned by the predictor"
+    if policy.mode == "refuse":
+        if not require_caption:
+            raise CaptionRefused(
+                f"{policy.refusal}; or pass --require-caption to answer only requests that carry"
+                " a caption"
+            )
+        return (
+            f"captions: trained on {policy.trained.describe()}; requests without a caption get 422"
+            " (--require-caption)"
+        )
+    return str(policy.describe())
 
 
 @dataclass(frozen=True)
@@ -59,7 +90,9 @@ class _Request:
 @dataclass
 class _Outcome:
     top_k: list[dict[str, Any]]
-    caption: str
+    caption: str | None
+    caption_source: str
+    caption_mismatch: bool
     overlay: str | None
     words: list[dict[str, Any]] | None
 
@@ -68,7 +101,9 @@ def _decode(data: bytes, filename: str, limits: ServeLimits) -> Image.Image:
     """Bytes -> RGB image, or a GateError with 415 / 413 / 422 and a one-line reason."""
     kind = sniff_image_type(data)
     if kind is None:
-        raise GateError(415, f"{filename}: not an image; send a JPEG, PNG, TIFF, WebP or BMP file")
+        raise GateError(
+            415, f"{filename}: not an accepted image format; send a {_FORMATS_TEXT} file"
+        )
     try:
         return decode_image(data, filename, max_pixels=limits.max_pixels)
     except ImageDecodeError as exc:
@@ -116,20 +151,13 @@ def _run_batch(
     if not idx:
         return results
     try:
-        caps = [reqs[i].caption for i in idx]
-        missing = [j for j, c in enumerate(caps) if c is None]
-        if missing:
-            made = predictor.caption([images[idx[j]] for j in missing])
-            for j, c in zip(missing, made, strict=True):
-                caps[j] = c
+        caps: list[str | None] = [reqs[i].caption for i in idx]
         k = max(reqs[i].top_k for i in idx)
         explain = any(reqs[i].explain for i in idx)
-        preds = predictor.predict(
-            [images[i] for i in idx], [c or "" for c in caps], k, explain=explain
-        )
-    except Exception:
+        preds = predictor.predict([images[i] for i in idx], caps, k, explain=explain)
+    except Exception as exc:
         if len(idx) == 1:
-            raise
+            raise _as_gate_error(exc) from None
         # isolate the request that broke the batch: run each alone
         for i in idx:
             try:
@@ -139,13 +167,93 @@ def _run_batch(
         return results
     for i, pred in zip(idx, preds, strict=True):
         r = reqs[i]
+        if getattr(pred, "error", None) is not None:  # its caption failed: never scored without
+            results[i] = GateError(int(getattr(pred, "error_status", None) or 502), pred.error)
+            continue
         overlay = words = None
         if r.explain and pred.explanation is not None:
             overlay = _overlay_data_url(images[i], pred.explanation)
             words = _word_weights(pred.explanation)
         top = [t.to_dict() for t in pred.top_k[: r.top_k]]
-        results[i] = _Outcome(top, pred.caption, overlay, words)
+        source = str(getattr(pred, "caption_source", "given" if r.caption else "generated"))
+        mismatch = bool(getattr(pred, "caption_mismatch", False))
+        results[i] = _Outcome(top, pred.caption, source, mismatch, overlay, words)
     return results
+
+
+def _as_gate_error(exc: Exception) -> Exception:
+    """Caption problems as the statuses the API declares: a model that needs a caption 422, a
+    captioner that failed 502 or cannot run 503; anything else unchanged."""
+    from skyfuse.inference.captions import CaptionError, CaptionRefused
+
+    if isinstance(exc, CaptionRefused):
+        return GateError(422, f"this model needs a caption: {exc}")
+    if isinstance(exc, CaptionError):
+        return GateError(exc.status, str(exc))
+    return exc
+
+
+class ErrorBody(BaseModel):
+    """Every failure: one line saying what went wrong and what to do."""
+
+    detail: str
+
+
+class TopLabel(BaseModel):
+    label: str
+    prob: float
+
+
+class PredictBody(BaseModel):
+    """A prediction. `caption_source`: "given", the captioner's id, or "none" (predicted from the
+    image alone, caption null); `caption_mismatch`: the caption is of another kind than the
+    model's training captions."""
+
+    top_k: list[TopLabel]
+    caption: str | None
+    caption_source: str
+    caption_mismatch: bool
+    latency_ms: float
+    attention_overlay: str | None = None
+    attention_words: list[dict[str, Any]] | None = None
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+#: Every status /predict answers besides 200, for the OpenAPI document.
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: _error("Upload or decoded image larger than the server's limits"),
+    415: _error(f"Not an accepted image format ({_FORMATS_TEXT})"),
+    422: {
+        "description": "Invalid form fields, a corrupt image, or a caption this model needs",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/ErrorBody"},
+                        {"$ref": "#/components/schemas/HTTPValidationError"},
+                    ]
+                }
+            }
+        },
+    },
+    502: _error("The captioner failed on this image"),
+    503: _error("Server busy, or the captioner cannot be used"),
+    504: _error("No answer within the server's timeout"),
+}
+
+#: The multipart encoding of /predict: which media types the `image` part may have.
+PREDICT_OPENAPI_EXTRA: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "encoding": {"image": {"contentType": ", ".join(ACCEPTED_MEDIA_TYPES)}}
+            }
+        }
+    }
+}
 
 
 def create_app(
@@ -171,8 +279,16 @@ def create_app(
             )
         return gates[loop_id]
 
+    warm: dict[str, Any] = {"ready": False, "warm_up_s": None}
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # load and run the model once before the server accepts connections, so that /health
+        # answering means the first request is as fast as the next ones
+        warm_up = getattr(predictor, "warm_up", None)
+        if callable(warm_up):
+            warm["warm_up_s"] = await asyncio.get_running_loop().run_in_executor(None, warm_up)
+        warm["ready"] = True
         gate().start()
         try:
             yield
@@ -196,6 +312,9 @@ def create_app(
 
     @app.exception_handler(SkyfuseError)
     async def _skyfuse_error(_: Request, exc: SkyfuseError) -> JSONResponse:
+        gate_error = _as_gate_error(exc)
+        if isinstance(gate_error, GateError):
+            return JSONResponse({"detail": gate_error.message}, status_code=gate_error.status)
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(Exception)
@@ -214,10 +333,19 @@ def create_app(
     @app.get("/health", summary="Liveness and load")
     async def health() -> dict[str, Any]:
         g = gate()
+        policy = getattr(predictor, "caption_policy", None)
         return {
             "status": "ok",
+            "ready": warm["ready"],
+            "warm_up_s": warm["warm_up_s"],
             "model": model_name,
             "classes": len(predictor.class_names),
+            "training_captions": policy.trained.id if policy is not None else None,
+            "captions_when_absent": (
+                (policy.source_id if policy.mode != "refuse" else "required")
+                if policy is not None
+                else None
+            ),
             "running": g.running,
             "waiting": g.waiting,
             "batches": g.batches,
@@ -228,9 +356,16 @@ def create_app(
     async def classes() -> dict[str, Any]:
         return {"classes": list(predictor.class_names)}
 
-    @app.post("/predict", summary="Classify one image (caption optional: generated when absent)")
+    @app.post(
+        "/predict",
+        summary="Classify one image (caption optional: made from the training caption source)",
+        response_model=PredictBody,
+        response_model_exclude_unset=True,
+        responses=PREDICT_RESPONSES,
+        openapi_extra=PREDICT_OPENAPI_EXTRA,
+    )
     async def predict(
-        image: UploadFile = File(..., description="JPEG, PNG, TIFF, WebP or BMP image"),
+        image: UploadFile = File(..., description=f"{_FORMATS_TEXT} image"),
         caption: str | None = Form(None, description="caption to use instead of generating one"),
         top_k: int = Form(5, ge=1, description="how many labels to return"),
         explain: bool = Form(False, description="also return the attention overlay (PNG data URL)"),
@@ -247,7 +382,8 @@ def create_app(
         result: dict[str, Any] = {
             "top_k": out.top_k,
             "caption": out.caption,
-            "caption_source": "given" if given else "generated",
+            "caption_source": out.caption_source,
+            "caption_mismatch": out.caption_mismatch,
             "latency_ms": round((time.perf_counter() - t0) * 1000.0, 2),
         }
         if explain:

@@ -127,7 +127,8 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-#: Leading bytes of the formats the server accepts (the decoder checks the rest).
+#: Leading bytes of the formats the server accepts, the documented ones (JPEG, PNG, TIFF, WebP,
+#: BMP); anything else, GIF included, gets 415. The decoder checks the rest.
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "jpeg"),
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -136,8 +137,6 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"II+\x00", "tiff"),
     (b"MM\x00+", "tiff"),
     (b"BM", "bmp"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
 )
 
 
