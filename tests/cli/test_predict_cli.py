@@ -250,3 +250,45 @@ def test_serve_port_in_use_is_one_line_before_loading(bundle: Path) -> None:
         r = _run("serve", bundle, "--port", port)
     assert r.exit_code == 2 and f"127.0.0.1:{port}: cannot listen" in r.output, r.output
     assert "serving" not in r.output
+
+
+def test_human_caption_model_refuses_at_start_up(tmp_path: Path, scenes: Path) -> None:
+    """Regression (issue 13): a human-caption model silently got attribute captions."""
+    human = make_bundle(tmp_path / "human", caption_source="human")
+    out = tmp_path / "p.jsonl"
+    r = _run("predict", human, scenes / "water", "--out", out)
+    assert r.exit_code == 2 and "no captioner can reproduce" in r.output, r.output
+    assert "--captions" in r.output and not out.exists()
+    r = _run("predict", human, scenes / "water", "--out", out, "--captioner", "attributes")
+    assert r.exit_code == 2 and "--allow-caption-mismatch" in r.output and not out.exists()
+    r = _run(
+        "predict",
+        human,
+        scenes / "water",
+        "--out",
+        out,
+        "--captioner",
+        "attributes",
+        "--allow-caption-mismatch",
+        "-k",
+        "1",
+    )
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert recs and all(rec["caption_mismatch"] is True for rec in recs)
+    assert {rec["caption_source"] for rec in recs} == {"attributes:attributes-v1"}
+
+
+def test_records_say_where_each_caption_came_from(
+    tmp_path: Path, bundle: Path, scenes: Path
+) -> None:
+    caps = tmp_path / "caps.csv"
+    caps.write_text("path,caption\nwater/water_0000.jpg,dark still water\n")
+    out = tmp_path / "p.jsonl"
+    r = _run("predict", bundle, scenes / "water", "--out", out, "--captions", caps, "-k", "1")
+    assert r.exit_code == 0, r.output
+    by_path = {rec["path"]: rec for rec in map(json.loads, out.read_text().splitlines())}
+    assert by_path["water_0000.jpg"]["caption_source"] == "given"
+    others = [rec for key, rec in by_path.items() if key != "water_0000.jpg"]
+    assert others and all(rec["caption_source"].startswith("attributes:") for rec in others)
+    assert not any(rec["caption_mismatch"] for rec in by_path.values())

@@ -97,3 +97,88 @@ def test_same_key_from_two_folders_is_refused(tmp_path: Path) -> None:
         collect_inputs([tmp_path / "a", tmp_path / "b"])
     # one file reached twice (its folder and itself by the same key) is one input
     assert len(collect_inputs([tmp_path / "a", tmp_path / "a"])) == 1
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_failed_captions_are_error_records_retried_on_resume(
+    bundle_dir: Path, tmp_path: Path, suffix: str
+) -> None:
+    """Regression: a caption that failed was an empty string, scored as if it were a caption."""
+    from tests.inference.test_caption_policy import FailingAttributes
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(4):
+        random_image(48, seed=i).save(root / f"{i}.png")
+    items = collect_inputs([root])
+    failing = make_predictor(bundle_dir, captioner=FailingAttributes(), batch_size=4)
+    out = tmp_path / f"p{suffix}"
+    with PredictionWriter(out, top_k=2) as w:
+        s = predict_files(failing, items, w, top_k=2, batch_size=4)
+    assert s.predicted == 2 and len(s.caption_failed) == 2 and s.captioned == 2
+    recs = {r["path"]: r for r in read_predictions(out)}
+    bad = recs[s.caption_failed[0][0]]
+    assert bad["error"] and bad["top_k"] == [] and not bad["caption"]
+    good = next(r for r in recs.values() if "error" not in r)
+    assert good["caption"] == "grey roofs and roads" and good["caption_mismatch"] is False
+    # the next run predicts only the failed images again; their new records replace the old
+    working = make_predictor(bundle_dir, batch_size=4)
+    with PredictionWriter(out, top_k=2) as w:
+        assert len(w.done) == 2
+        s2 = predict_files(working, items, w, top_k=2, batch_size=4)
+    assert s2.predicted == 2 and s2.already_done == 2 and not s2.caption_failed
+    final = read_predictions(out)
+    assert len(final) == 4 and not any("error" in r for r in final)
+
+
+def test_plan_refuses_missing_captions_and_captions_of_another_kind(
+    tmp_path: Path, bundle_dir: Path
+) -> None:
+    from skyfuse.captioning.prompts import resolve_prompt
+    from skyfuse.captioning.store import make_record
+    from skyfuse.errors import ConfigError
+    from skyfuse.inference import CaptionRefused, plan_captions
+    from tests.inference.helpers import make_bundle
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(2):
+        random_image(48, seed=i).save(root / f"{i}.png")
+    items = collect_inputs([root])
+    human = make_predictor(make_bundle(tmp_path / "h", caption_source="human"))
+    with pytest.raises(CaptionRefused, match="2 of 2 images have no caption"):
+        plan_captions(human, items, None)
+    given = {"0.png": "boats", "1.png": "roofs"}
+    assert plan_captions(human, items, given).missing == 0
+    # a caption store written by a VLM, given to a model trained on attribute captions
+    ground = resolve_prompt("ground")
+    store = tmp_path / "vlm.jsonl"
+    store.write_text(
+        "".join(
+            json.dumps(
+                make_record(
+                    rel=k,
+                    sha256="0" * 64,
+                    caption=v,
+                    backend="openai",
+                    model="qwen",
+                    prompt_id=ground.id,
+                    prompt_hash=ground.hash,
+                    params={},
+                    is_vlm=True,
+                    latency_s=0.1,
+                )
+            )
+            + "\n"
+            for k, v in given.items()
+        )
+    )
+    attrs = make_predictor(bundle_dir)
+    with pytest.raises(ConfigError, match="--allow-caption-mismatch"):
+        plan_captions(attrs, items, given, store)
+    plan = plan_captions(attrs, items, given, store, allow_mismatch=True)
+    assert plan.given_mismatch
+    with PredictionWriter(tmp_path / "p.jsonl", top_k=1) as w:
+        predict_files(attrs, items, w, captions=given, top_k=1, given_mismatch=True)
+    recs = read_predictions(tmp_path / "p.jsonl")
+    assert all(r["caption_source"] == "given" and r["caption_mismatch"] for r in recs)

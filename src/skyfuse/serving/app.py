@@ -199,6 +199,12 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class InputErrorBody(BaseModel):
+    """A refused input: one line, or FastAPI's list of invalid form fields."""
+
+    detail: str | list[dict[str, Any]]
+
+
 class TopLabel(BaseModel):
     label: str
     prob: float
@@ -227,17 +233,8 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("Upload or decoded image larger than the server's limits"),
     415: _error(f"Not an accepted image format ({_FORMATS_TEXT})"),
     422: {
+        "model": InputErrorBody,
         "description": "Invalid form fields, a corrupt image, or a caption this model needs",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "anyOf": [
-                        {"$ref": "#/components/schemas/ErrorBody"},
-                        {"$ref": "#/components/schemas/HTTPValidationError"},
-                    ]
-                }
-            }
-        },
     },
     502: _error("The captioner failed on this image"),
     503: _error("Server busy, or the captioner cannot be used"),
