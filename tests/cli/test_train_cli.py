@@ -240,3 +240,42 @@ def test_interrupted_train_says_how_to_resume(
     )
     assert res.exit_code == 130, res.output
     assert "interrupted; rerun the same command to resume" in res.output
+
+
+def test_train_resumes_only_the_same_run(env: dict[str, Path]) -> None:
+    """A killed seed-0 run is not resumed by a seed-1 command into the same folder (issue 13)."""
+    runner = CliRunner()
+    out = env["root"] / "fp-run"
+    base = ["train", str(env["data"]), "--model", "concat", "--train", "0.5", "--out", str(out)]
+    res = runner.invoke(app, [*base, "--seed", "0", *_common(env)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "run.json").read_text())["fingerprint"]["train_config"]["seed"] == 0
+    (out / "metrics.json").unlink()  # as if killed before the end: checkpoints + run.json remain
+    other = runner.invoke(app, [*base, "--seed", "1", *_common(env)])
+    assert other.exit_code == 2, other.output
+    line = " ".join(other.output.split())
+    assert "holds a different run" in line and "train_config.seed: 0 -> 1" in line
+    assert "--force" in line and "Traceback" not in other.output
+    assert not (out / "metrics.json").exists()
+    forced = runner.invoke(app, [*base, "--seed", "1", "--force", *_common(env)])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 1
+    assert json.loads((out / "split.json").read_text())["seed"] == 1
+
+
+def test_bench_skips_only_matching_runs(env: dict[str, Path]) -> None:
+    runner = CliRunner()
+    out = env["root"] / "fp-bench"
+    args = ["bench", str(env["data"]), "--models", "concat", "--train", "0.5", "--seeds", "0",
+            "--no-probes", "--out", str(out), *_common(env)]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    metrics = out / "runs" / "concat-s0" / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    assert runner.invoke(app, args).exit_code == 0
+    assert metrics.stat().st_mtime_ns == stamp  # same settings: skipped, not retrained
+    changed = runner.invoke(app, [*args, "--epochs", "3"])
+    assert changed.exit_code == 2, changed.output
+    assert "train_config.epochs: 2 -> 3" in " ".join(changed.output.split())
+    forced = runner.invoke(app, [*args, "--epochs", "3", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(metrics.read_text())["train_config"]["epochs"] == 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +158,9 @@ def train(
         "auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."
     ),
     devices: str = typer.Option(
-        "auto", "--devices", help="Lightning devices: auto, a count, or ids like 0,1."
+        "auto",
+        "--devices",
+        help="Lightning devices: auto (one device: the first GPU, else the CPU), a count, or ids like 0,1.",
     ),
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy, e.g. ddp."),
     num_nodes: int = typer.Option(1, "--num-nodes", help="Lightning nodes."),
@@ -168,33 +169,28 @@ def train(
     ),
     workers: int = typer.Option(2, "--workers", help="Image-loading workers with --finetune."),
     force: bool = typer.Option(
-        False, "--force", help="Retrain even if OUT already holds a finished run."
+        False,
+        "--force",
+        help="Start afresh: remove the run in OUT (finished, interrupted or a different one) and train.",
     ),
 ) -> None:
     """Train one fusion model with an honest protocol and write OUT/metrics.json and OUT/model/.
 
-    Val (carved from the training part) chooses the epoch by early stopping; the test part is scored once at the end. By default encoders are frozen and their tokens come from the feature cache (fast on a CPU); a killed run resumes from OUT/checkpoints/ when rerun with the same command.
+    Val (carved from the training part) chooses the epoch by early stopping; the test part is scored once at the end. By default encoders are frozen and their tokens come from the feature cache (fast on a CPU); a killed run resumes from OUT/checkpoints/ when rerun with the same command (OUT/run.json must match: same data, split, captions, encoders and settings).
 
     Example: skyfuse train data/aid --captions caps.jsonl --model dual --protocol aid-20 --seed 0 --out runs/dual-s0
     """
     from skyfuse.training.config import TrainConfig
+    from skyfuse.training.distributed import is_rank_zero
     from skyfuse.training.fit import TrainingInterrupted
 
     _check_model(model)
-    done = out / "metrics.json"
-    if done.is_file() and not force:
+    if (out / "metrics.json").is_file() and not force:  # before features are extracted
         from skyfuse.errors import ConfigError
 
         raise ConfigError(
             f"{out}: holds a finished run (metrics.json); pass --force to retrain or choose another --out"
         )
-    if force and out.exists():
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        done.unlink(missing_ok=True)
-    elif any((out / "checkpoints").rglob("*.ckpt")) or any(
-        (out / "checkpoints").rglob("done.json")
-    ):
-        err_console.print(f"resuming the interrupted run in {out / 'checkpoints'}", highlight=False)
     cfg = TrainConfig(
         epochs=epochs,
         lr=lr,
@@ -234,10 +230,13 @@ def train(
             image_encoder,
             text_encoder,
             cache_dir,
+            force,
         )
     except TrainingInterrupted:
         err_console.print("interrupted; rerun the same command to resume", highlight=False)
         raise typer.Exit(130) from None
+    if not is_rank_zero():  # DDP workers: rank 0 reports
+        return
     t = result["test"]
     console.print(
         f"[bold]{result['model']}[/bold] test OA {100 * t['oa']:.2f} %  AA {100 * t['aa']:.2f} %"
@@ -266,8 +265,11 @@ def _train(
     image_encoder: str,
     text_encoder: str,
     cache_dir: Path | None,
+    force: bool = False,
 ) -> dict[str, Any]:
     from skyfuse.training import prepare
+    from skyfuse.training.distributed import is_rank_zero
+    from skyfuse.training.runfolder import captions_digest
 
     folder = prepare.open_folder(path)
     split = prepare.resolve_split(
@@ -279,8 +281,9 @@ def _train(
         seed=seed,
     )
     caps = prepare.resolve_captions(folder, captions)
-    out.mkdir(parents=True, exist_ok=True)
-    split.save(out / "split.json")
+    if is_rank_zero():  # DDP workers re-run this command; only rank 0 writes the run folder
+        out.mkdir(parents=True, exist_ok=True)
+        split.save(out / "split.json")
     if cfg.finetune:
         from skyfuse.training.finetune import run_finetune
 
@@ -297,6 +300,7 @@ def _train(
             prompt_id=caps.prompt_id,
             caption_source=caps.provenance,
             cache_dir=cache_dir,
+            force=force,
         )
     from skyfuse.training.run import run_training
 
@@ -309,6 +313,9 @@ def _train(
     )
     split, dropped = prepare.restrict_split(split, set(features.rels))
     _warn_dropped(dropped, features.skipped)
+    record: dict[str, Any] = {"dropped": dropped} if dropped else {}
+    if captions is not None:  # lets `skyfuse evaluate RUN` find the same captions again
+        record["captions"] = str(captions.resolve())
     bar = _EpochBar(cfg.epochs)
     with bar:
         result = run_training(
@@ -325,13 +332,12 @@ def _train(
             encoder_names=(image_encoder, text_encoder),
             dataset=str(folder.root),
             on_epoch=bar.update,
+            captions_digest=captions_digest(
+                caps.texts, split.part("train") + split.part("val") + split.test
+            ),
+            force=force,
+            record=record,
         )
-    if dropped or captions is not None:
-        if dropped:
-            result["dropped"] = dropped
-        if captions is not None:  # lets `skyfuse evaluate RUN` find the same captions again
-            result["captions"] = str(captions.resolve())
-        (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
 
 
@@ -539,10 +545,15 @@ def bench(
     save_models: bool = typer.Option(
         False, "--save-models", help="Also write a model bundle per run."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Rerun every run afresh, replacing what OUT/runs holds (finished or from other settings).",
+    ),
 ) -> None:
     """Compare models over seeded splits: a table of mean ± std (percent) with oa_mean, oa_std, ...
 
-    Features are extracted once and shared by all runs; rows named probe-* are logistic-regression floors on the encoders' pooled vectors. With --out, finished runs are skipped on a rerun.
+    Features are extracted once and shared by all runs; rows named probe-* are logistic-regression floors on the encoders' pooled vectors. With --out, a rerun skips finished runs whose run.json fingerprint matches (same seed, split, captions, encoders and settings) and refuses runs made otherwise; --force reruns them.
 
     Example: skyfuse bench data/whu-rs19 --captions caps.jsonl --models dual,image,text,concat --protocol whu-60 --seeds 0,1,2
     """
@@ -551,6 +562,7 @@ def bench(
     from skyfuse.training import prepare
     from skyfuse.training.bench import run_bench
     from skyfuse.training.config import TrainConfig
+    from skyfuse.training.runfolder import captions_digest
 
     names = [m.strip().lower() for m in models.split(",") if m.strip()]
     if not names:
@@ -601,6 +613,8 @@ def bench(
         dataset=str(folder.root),
         save_models=save_models,
         on_run=on_run,
+        captions_digest=captions_digest(caps.texts, features.rels),
+        force=force,
     )
     console.print(
         f"\n{protocol or f'train {train_ratio}'} · seeds {seeds} · percent, mean ± sample std over seeds\n"

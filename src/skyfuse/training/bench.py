@@ -2,7 +2,8 @@
 
 Why this shape: the field compares models on repeated seeded splits of fixed ratios; extracting
 features is the slow part on a CPU, so it is done once and shared by every run. Each finished run
-leaves ``runs/<model>-s<seed>/metrics.json``; a rerun skips those (a killed bench resumes). Linear
+leaves ``runs/<model>-s<seed>/metrics.json`` and ``run.json`` (its fingerprint); a rerun skips those whose
+fingerprint matches (a killed bench resumes) and refuses a folder holding other runs. Linear
 probes on the encoders' pooled vectors give the floors every fusion model must clear.
 """
 
@@ -77,15 +78,21 @@ def run_bench(
     save_models: bool = False,
     plots: bool = False,
     on_run: RunHook | None = None,
+    captions_digest: str | None = None,
+    force: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train every model on every seed's split and return ``(table rows, per-run rows)``.
 
     Table rows have ``model, runs, oa_mean, oa_std, aa_mean, aa_std, kappa_mean, kappa_std`` (percent);
-    probe rows are named ``probe-image``, ``probe-text``, ``probe-image+text``.
+    probe rows are named ``probe-image``, ``probe-text``, ``probe-image+text``. With ``out_dir`` a
+    finished run is skipped only when its ``run.json`` fingerprint matches (seed, split, captions via
+    ``captions_digest``, encoders, settings); another run in its folder is a `RunMismatchError`, and
+    ``force`` reruns everything afresh.
     """
     from skyfuse.data.splits import make_split
     from skyfuse.reports.tables import aggregate, write_atomic, write_tables
     from skyfuse.training.run import run_training
+    from skyfuse.training.runfolder import open_run, run_fingerprint
 
     base = cfg or TrainConfig()
     available = set(features.rels)
@@ -99,17 +106,27 @@ def run_bench(
             split.save(out_dir / "splits" / f"seed{seed}.json")
         for name in names:
             run_dir = out_dir / "runs" / f"{name}-s{seed}" if out_dir is not None else None
-            done = run_dir / "metrics.json" if run_dir is not None else None
             t0 = time.perf_counter()
-            if done is not None and done.is_file():
-                metrics = json.loads(done.read_text(encoding="utf-8"))
+            if name in PROBE_INPUTS:
+                state = "new"
+                if run_dir is not None:
+                    fingerprint = run_fingerprint(
+                        kind="probe",
+                        model=name,
+                        split=split,
+                        encoders=[image_encoder, text_encoder],
+                        train_config={"seed": seed},
+                        captions=captions_digest,
+                    )
+                    state = open_run(run_dir, fingerprint, force=force)
+                if run_dir is not None and state == "done":
+                    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+                else:
+                    metrics = _probe(features, split, PROBE_INPUTS[name], seed)
+                    metrics["seconds"] = time.perf_counter() - t0
+                    if run_dir is not None:
+                        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
                 seconds = float(metrics.get("seconds", 0.0))
-            elif name in PROBE_INPUTS:
-                metrics = _probe(features, split, PROBE_INPUTS[name], seed)
-                seconds = time.perf_counter() - t0
-                metrics["seconds"] = seconds
-                if done is not None:
-                    write_atomic(done, json.dumps(metrics, indent=1) + "\n")
             else:
                 metrics = run_training(
                     features,
@@ -127,6 +144,9 @@ def run_bench(
                     save_model=save_models,
                     plots=plots,
                     resume=False,
+                    captions_digest=captions_digest,
+                    force=force,
+                    skip_finished=True,
                 )
                 seconds = float(metrics["seconds"])
             row = _run_row(name, seed, metrics, seconds)

@@ -29,6 +29,12 @@ from skyfuse.encoders.base import ImagePreprocess
 from skyfuse.models.e2e import EndToEndClassifier
 from skyfuse.training.augment import aerial_augment
 from skyfuse.training.config import TrainConfig
+from skyfuse.training.distributed import (
+    finetune_strategy,
+    rank_zero_result,
+    steps_per_process,
+    trainer_devices,
+)
 from skyfuse.training.finetune_data import build_cached_inputs, cached_loader
 from skyfuse.training.fit import (
     BestWeights,
@@ -37,6 +43,7 @@ from skyfuse.training.fit import (
     fit_or_interrupt,
     make_trainer,
     quiet_lightning,
+    schedule_record,
 )
 from skyfuse.training.module import FusionTask
 
@@ -201,18 +208,21 @@ def run_finetune(
     on_epoch: EpochHook | None = None,
     pixel_cache: bool = True,
     cache_dir: Path | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune end to end on ``split.train`` (selection on ``split.val``), test once, write the run.
 
     `pixel_cache` (default) builds or reuses the split's uint8 pixel cache under `cache_dir` (default:
     the feature cache folder, ``pixels/`` inside it); images it cannot decode are left out of all parts
     and counted in ``result["skipped_images"]``. False decodes every image in every epoch.
+    `out_dir` must be new, or hold an unfinished run with the same ``run.json`` fingerprint (which
+    resumes); `force` starts afresh. Under DDP only rank 0 scores the test split and writes the run;
+    every rank returns the same result.
     """
-    from safetensors.torch import save_model
 
-    from skyfuse.training.metrics import classification_metrics
+    from skyfuse.errors import ConfigError
     from skyfuse.training.prepare import check_coverage
-    from skyfuse.training.run import write_run
+    from skyfuse.training.runfolder import captions_digest, open_run, run_fingerprint
 
     quiet_lightning()
     t0 = time.perf_counter()
@@ -220,6 +230,22 @@ def run_finetune(
     check_coverage(captions, [*split.train, *split.val, *split.test], "captions")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     e2e, fcfg = build_end_to_end_model(image_encoder, text_encoder, model, len(classes), fusion)
+    img_id = getattr(e2e.image_encoder, "encoder_id", image_encoder)
+    txt_id = getattr(e2e.text_encoder, "encoder_id", text_encoder)
+    fingerprint = run_fingerprint(
+        kind="finetune",
+        model=fcfg.model,
+        split=split,
+        encoders=[img_id, txt_id],
+        train_config=cfg.model_dump(mode="json"),
+        fusion=fcfg.to_dict(),
+        captions=captions_digest(captions, [*split.train, *split.val, *split.test]),
+        extra={"input_pipeline": "pixel-cache" if pixel_cache else "decode"},
+    )
+    if open_run(out_dir, fingerprint, force=force) == "done":
+        raise ConfigError(
+            f"{out_dir}: holds a finished run (metrics.json); pass --force to retrain or choose another --out"
+        )
     index = folder.by_rel()
     collate = _Collate(e2e.text_encoder)
     augment: GpuAugment | None = None
@@ -240,7 +266,6 @@ def run_finetune(
 
     train_loader = loader(split.train, True)
     val_loader = loader(split.val, False) if split.val else None
-    task = FinetuneTask(e2e, cfg, steps_per_epoch=len(train_loader), augment=augment)
     best = BestWeights(cfg.monitor, "min" if cfg.monitor == "val_loss" else "max")
     history = History(on_epoch)
     workdir = out_dir / "checkpoints" / "finetune"
@@ -270,8 +295,8 @@ def run_finetune(
         cfg,
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
-        devices=cfg.lightning_devices(),
-        strategy=cfg.strategy,
+        devices=trainer_devices(cfg),
+        strategy=finetune_strategy(cfg.strategy),
         num_nodes=cfg.num_nodes,
         gradient_clip_val=cfg.grad_clip,
         callbacks=callbacks,
@@ -283,6 +308,10 @@ def run_finetune(
         default_root_dir=str(out_dir),
         **kwargs,
     )
+    # the schedule counts the steps of one process: under DDP each rank sees 1/world of the batches
+    n_train = len(train_loader.dataset)  # type: ignore[arg-type]
+    steps = steps_per_process(n_train, cfg.batch_size, trainer.world_size)
+    task = FinetuneTask(e2e, cfg, steps_per_epoch=steps, augment=augment)
     last = workdir / "last.ckpt"
     # from_pretrained leaves HF models in eval mode and Lightning keeps submodule modes as found, so
     # without this the trainable encoders would fine-tune with dropout off (frozen ones stay in eval)
@@ -298,12 +327,50 @@ def run_finetune(
     if best.best_state is not None:
         e2e.load_state_dict(best.best_state)
     device = next(e2e.parameters()).device
-    if not trainer.is_global_zero:
-        return {}
+    schedule = schedule_record(trainer, steps)
+    return rank_zero_result(
+        lambda: _finish(
+            e2e, fcfg, folder, split, classes, cfg, loader, device, augment, out_dir,
+            best=best, history=history, schedule=schedule, t0=t0, prompt_id=prompt_id,
+            caption_source=caption_source, ids=(img_id, txt_id), names=(image_encoder, text_encoder),
+            pixel_cache=pixel_cache, skipped=skipped,
+        )
+    )  # fmt: skip
+
+
+def _finish(
+    e2e: EndToEndClassifier,
+    fcfg: Any,
+    folder: Any,
+    split: Any,
+    classes: list[str],
+    cfg: TrainConfig,
+    loader: Any,
+    device: torch.device,
+    augment: GpuAugment | None,
+    out_dir: Path,
+    *,
+    best: BestWeights,
+    history: History,
+    schedule: dict[str, Any],
+    t0: float,
+    prompt_id: str | None,
+    caption_source: Mapping[str, Any] | None,
+    ids: tuple[str, str],
+    names: tuple[str, str],
+    pixel_cache: bool,
+    skipped: int,
+) -> dict[str, Any]:
+    """Rank 0 only: the one look at the test split, then the run folder."""
+    from safetensors.torch import save_model
+
+    from skyfuse.training.metrics import classification_metrics
+    from skyfuse.training.run import write_run
+
+    img_id, txt_id = ids
+    image_encoder, text_encoder = names
     logits, labels = predict_e2e(e2e, loader(split.test, False), device, augment)
     test = classification_metrics(labels, logits.argmax(-1), classes)  # the only look at test
-    img_id = getattr(e2e.image_encoder, "encoder_id", image_encoder)
-    txt_id = getattr(e2e.text_encoder, "encoder_id", text_encoder)
     result: dict[str, Any] = {
         "model": fcfg.model,
         "mode": "finetune",
@@ -333,6 +400,7 @@ def run_finetune(
             "epochs_run": len(history.rows),
             "best_val": best.best_score,
             "history": history.rows,
+            "schedule": schedule,
             "seconds": round(time.perf_counter() - t0, 3),
         },
         "test": test,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
 import warnings
@@ -29,6 +30,7 @@ from torch import nn
 from skyfuse.errors import ConfigError
 from skyfuse.training.config import TrainConfig
 from skyfuse.training.data import FeatureDataModule, TensorSet
+from skyfuse.training.distributed import is_rank_zero, steps_per_process, trainer_devices
 from skyfuse.training.module import FusionTask
 
 EpochHook = Callable[[dict[str, float]], None]
@@ -47,6 +49,9 @@ def quiet_lightning() -> None:
         ".*Total length of .* across ranks is zero.*",
         ".*`training_step` returned `None`.*",
         ".*LeafSpec.*is deprecated.*",
+        # DDP: val metrics are summed over ranks by FusionTask itself; train_loss is rank 0's share
+        ".*recommended to use `self.log\\(.*sync_dist=True.*",
+        ".*all_gather is deprecated.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -130,6 +135,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_score: float | None = None
     seconds: float = 0.0
+    schedule: dict[str, Any] = field(default_factory=dict)
 
 
 class TrainingInterrupted(Exception):
@@ -186,7 +192,7 @@ def _trainer(
         cfg,
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
-        devices=cfg.lightning_devices(),
+        devices=trainer_devices(cfg),
         strategy=cfg.strategy,
         num_nodes=cfg.num_nodes,
         gradient_clip_val=cfg.grad_clip,
@@ -224,8 +230,6 @@ def fit_phase(
     dm = FeatureDataModule(
         train, val if has_val else None, batch_size=cfg.batch_size, seed=cfg.seed
     )
-    steps = len(dm.train_dataloader())
-    task = FusionTask(model, cfg, steps_per_epoch=steps)
     best = BestWeights(cfg.monitor, "min" if cfg.monitor == "val_loss" else "max")
     history = History(on_epoch)
     callbacks: list[Callback] = [best, history]
@@ -253,11 +257,14 @@ def fit_phase(
         )
         last = workdir / "last.ckpt"
         ckpt_path = str(last) if last.is_file() else None
-    dm._train_batches = None  # let Lightning build the iterable with its rank
     trainer = _trainer(cfg, epochs, callbacks, workdir, has_val)
+    # the schedule counts the steps of one process: under DDP each rank sees 1/world of the batches
+    steps = steps_per_process(len(train), cfg.batch_size, trainer.world_size)
+    task = FusionTask(model, cfg, steps_per_epoch=steps)
     t0 = time.perf_counter()
     fit_or_interrupt(trainer, task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - t0
+    schedule = schedule_record(trainer, steps)
     epochs_run = len(history.rows) or int(trainer.current_epoch)
     if has_val and best.best_state is not None:
         model.load_state_dict(best.best_state)
@@ -265,7 +272,23 @@ def fit_phase(
     else:
         best_epoch = epochs_run - 1
     model.eval()
-    return FitResult(model, best_epoch, epochs_run, history.rows, best.best_score, seconds)
+    return FitResult(
+        model, best_epoch, epochs_run, history.rows, best.best_score, seconds, schedule
+    )
+
+
+def schedule_record(trainer: L.Trainer, steps_per_epoch: int) -> dict[str, Any]:
+    """How the learning-rate schedule ran: steps per epoch and optimizer steps of one process,
+    the number of processes and the last learning rate of the first parameter group."""
+    lr = None
+    if trainer.optimizers and trainer.optimizers[0].param_groups:
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+    return {
+        "steps_per_epoch": int(steps_per_epoch),
+        "optimizer_steps": int(trainer.global_step),
+        "world_size": int(trainer.world_size),
+        "last_lr": lr,
+    }
 
 
 @dataclass
@@ -280,9 +303,11 @@ class TrainOutcome:
     refit_history: list[dict[str, float]] | None
     best_val: float | None
     seconds: float
+    schedule: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
+            "schedule": self.schedule,
             "best_epoch": self.best_epoch,
             "epochs_run": self.epochs_run,
             "refit_epochs": self.refit_epochs,
@@ -308,6 +333,8 @@ def train_features(
     """
     from safetensors.torch import load_model, save_model
 
+    from skyfuse.reports.tables import write_atomic
+
     t0 = time.perf_counter()
     select_dir = workdir / "select" if workdir is not None else None
     marker = select_dir / "done.json" if select_dir is not None else None
@@ -326,15 +353,17 @@ def train_features(
         )
     else:
         sel = fit_phase(model, train, val, cfg, workdir=select_dir, on_epoch=on_epoch)
-        if marker is not None:
-            save_model(sel.model, str(marker.with_name("best.safetensors")))
+        if marker is not None and is_rank_zero():  # one writer; the weights first, the marker last
+            best_file = marker.with_name("best.safetensors")
+            save_model(sel.model, str(best_file) + ".tmp")
+            os.replace(str(best_file) + ".tmp", best_file)
             done = {
                 "best_epoch": sel.best_epoch,
                 "epochs_run": sel.epochs_run,
                 "history": sel.history,
                 "best_score": sel.best_score,
             }
-            marker.write_text(json.dumps(done), encoding="utf-8")
+            write_atomic(marker, json.dumps(done))
     has_val = val is not None and len(val) > 0
     if not (cfg.refit and has_val):
         return TrainOutcome(
@@ -346,6 +375,7 @@ def train_features(
             None,
             sel.best_score,
             time.perf_counter() - t0,
+            sel.schedule,
         )
     assert val is not None
     n = sel.best_epoch + 1
@@ -369,4 +399,5 @@ def train_features(
         refit.history,
         sel.best_score,
         time.perf_counter() - t0,
+        refit.schedule,
     )

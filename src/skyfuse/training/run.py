@@ -14,6 +14,7 @@ from typing import Any
 
 from skyfuse.training.config import TrainConfig
 from skyfuse.training.data import FeatureLike, TensorSet
+from skyfuse.training.distributed import rank_zero_result
 from skyfuse.training.fit import EpochHook, train_features
 
 METRICS_FILE = "metrics.json"
@@ -38,12 +39,20 @@ def run_training(
     plots: bool = True,
     resume: bool = True,
     on_epoch: EpochHook | None = None,
+    captions_digest: str | None = None,
+    force: bool = False,
+    record: Mapping[str, Any] | None = None,
+    skip_finished: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` on ``split.train`` (selection on ``split.val``), test once on ``split.test``.
 
     With ``out_dir`` it writes ``metrics.json``, ``report.md``, ``confusion.png/json`` and ``model/``
-    (a safetensors bundle), plus Lightning checkpoints under ``checkpoints/`` for resume.
-    Returns the metrics dict (``test.oa``, ``test.aa``, ``test.kappa``, ...).
+    (a safetensors bundle), plus Lightning checkpoints under ``checkpoints/`` for resume. The folder's
+    ``run.json`` fingerprint (`skyfuse.training.runfolder`; ``captions_digest`` is the captions' part)
+    must match to resume; a different or finished run there is a `ConfigError` unless ``force``, which
+    starts afresh; with ``skip_finished`` a finished run of the same fingerprint is read back instead
+    (what `skyfuse bench` does). ``record`` adds keys to the result before it is written. Under DDP only rank 0
+    evaluates and writes; every rank returns the same metrics dict (``test.oa``, ``test.aa``, ...).
     """
     from skyfuse.models import FusionConfig, create_model
     from skyfuse.training.evaluate import evaluate_model
@@ -61,6 +70,28 @@ def run_training(
         num_classes=len(classes),
         **dict(fusion or {}),
     )
+    if out_dir is not None:
+        from skyfuse.errors import ConfigError
+        from skyfuse.training.runfolder import open_run, run_fingerprint
+
+        fingerprint = run_fingerprint(
+            kind="features",
+            model=fcfg.model,
+            split=split,
+            encoders=[image_encoder, text_encoder],
+            train_config=cfg.model_dump(mode="json"),
+            fusion=fcfg.to_dict(),
+            captions=captions_digest,
+        )
+        if open_run(out_dir, fingerprint, force=force) == "done":
+            if skip_finished:
+                loaded: dict[str, Any] = json.loads(
+                    (out_dir / METRICS_FILE).read_text(encoding="utf-8")
+                )
+                return loaded
+            raise ConfigError(
+                f"{out_dir}: holds a finished run (metrics.json); pass --force to retrain or choose another --out"
+            )
     workdir = out_dir / "checkpoints" if (out_dir is not None and resume) else None
     outcome = train_features(
         lambda: create_model(fcfg), train, val, cfg, workdir=workdir, on_epoch=on_epoch
@@ -88,15 +119,21 @@ def run_training(
         "fusion_config": fcfg.to_dict(),
         "train_config": cfg.model_dump(mode="json"),
         "training": outcome.summary(),
+        **dict(record or {}),
     }
-    if val is not None and outcome.refit_epochs is None:
-        result["val"] = summary(evaluate_model(outcome.model, val, classes))
-    test_metrics = evaluate_model(outcome.model, test, classes)  # the only look at test
-    result["test"] = test_metrics
-    result["seconds"] = round(time.perf_counter() - t0, 3)
-    if out_dir is not None:
-        write_run(out_dir, result, outcome.model, fcfg, classes, save_model=save_model, plots=plots)
-    return result
+
+    def finish() -> dict[str, Any]:  # rank 0 only: the one look at test, then the files
+        if val is not None and outcome.refit_epochs is None:
+            result["val"] = summary(evaluate_model(outcome.model, val, classes))
+        result["test"] = evaluate_model(outcome.model, test, classes)
+        result["seconds"] = round(time.perf_counter() - t0, 3)
+        if out_dir is not None:
+            write_run(
+                out_dir, result, outcome.model, fcfg, classes, save_model=save_model, plots=plots
+            )
+        return result
+
+    return rank_zero_result(finish)
 
 
 def write_run(
