@@ -61,6 +61,7 @@ def test_export_bundle_with_encoders(tmp_path: Path, bundle_dir: Path) -> None:
         assert r.max_abs_diff is not None and r.max_abs_diff < 1e-4, r
     meta = json.loads((tmp_path / "deploy" / "scene.json").read_text())
     assert meta["class_names"] == ["beach", "desert", "forest", "water"]
+    assert meta["caption_source"]["id"].startswith("attributes:")  # what captions to feed it
     assert meta["image_encoder_onnx"]["preprocess"]["size"] == 32
     tok = tmp_path / "deploy" / meta["text_encoder_onnx"]["tokenizer"]
     assert tok.is_dir()

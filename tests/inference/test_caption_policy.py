@@ -195,3 +195,24 @@ def test_zeroshot_predictor_follows_the_same_policy(tmp_path: Path) -> None:
     p = load_predictor(zs, image_encoder=image_encoder, text_encoder=text_encoder)
     rec = p.predict([random_image()], top_k=2)[0].to_dict()
     assert rec["caption_source"] == ATTRS and rec["caption_mismatch"] is False
+
+
+def test_explain_refuses_before_writing_and_explains_image_only(
+    tmp_path: Path, human_dir: Path, dropout_dir: Path
+) -> None:
+    import json
+
+    from skyfuse.inference.explain import explain_path
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(5):
+        random_image(48, seed=i).save(root / f"{i}.png")
+    out = tmp_path / "explain"
+    with pytest.raises(CaptionRefused, match="5 of 5 images have no caption"):
+        explain_path(make_predictor(human_dir), root, out, examples=1)
+    assert not out.exists()
+    explain_path(make_predictor(dropout_dir), root, out, examples=1)
+    recs = json.loads((out / "explain.json").read_text())["images"]
+    assert len(recs) == 5 and all(r["caption_source"] == "none" for r in recs)
+    assert all(r["caption"] is None and r["caption_mismatch"] is False for r in recs)

@@ -324,6 +324,8 @@ def export_bundle(
         "image_encoder": bundle.image_encoder,
         "text_encoder": bundle.text_encoder,
         "prompt_id": bundle.prompt_id,
+        # where the training captions came from: deployments must feed captions of this kind
+        "caption_source": bundle.caption_source,
     }
     if encoders:
         from skyfuse.inference.predictor import build_encoder

@@ -88,16 +88,19 @@ def explain_path(
 ) -> ExplainSummary:
     """Write attention figures, ``tsne.png``, ``confusion.png/json`` (labelled folders) and
     ``explain.json`` (per-image predictions) to `out_dir`."""
+    from skyfuse.inference.batch import plan_captions
     from skyfuse.reports.attention import plot_explanation
 
     path = Path(path)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = predictor.class_names
     labelled = _labelled_items(path, names)
     summary = ExplainSummary(labelled=labelled is not None)
     pairs = labelled if labelled is not None else [(it, -1) for it in collect_inputs([path])]
     chosen = _sample(pairs, max(1, limit), seed)
+    # refuse before writing anything when images lack captions the model's source cannot make
+    plan_captions(predictor, [it for it, _ in chosen], captions)
+    out_dir.mkdir(parents=True, exist_ok=True)
     fused_all: list[np.ndarray] = []
     y_true: list[int] = []
     y_pred: list[int] = []
@@ -105,6 +108,7 @@ def explain_path(
     n_examples = 0
     step = max(1, batch_size)
     find = CaptionLookup(captions) if captions else None
+    policy = predictor.caption_policy
     for start in range(0, len(chosen), step):
         chunk = chosen[start : start + step]
         images, kept = [], []
@@ -116,12 +120,13 @@ def explain_path(
                 summary.failed.append((it.key, exc.reason))
         if images:
             found = [find(it) if find is not None else None for it, _ in kept]
+            sources = ["given" if c is not None else policy.source_id for c in found]
             missing = [i for i, c in enumerate(found) if c is None]
-            if missing:
+            if missing and policy.mode != "image-only":  # image-only: None is an absent caption
                 made = predictor.caption([images[i] for i in missing])
                 for i, c in zip(missing, made, strict=True):
                     found[i] = c
-            caps = [c or "" for c in found]
+            caps = found
             want = n_examples < examples
             logits, fused, expl = predictor.forward(images, caps, explain=want)
             tops = softmax_top_k(logits, names, 3)
@@ -136,6 +141,8 @@ def explain_path(
                         "true": names[label] if label >= 0 else None,
                         "top_k": [t.to_dict() for t in tops[i]],
                         "caption": caps[i],
+                        "caption_source": sources[i],
+                        "caption_mismatch": sources[i] != "given" and policy.mismatch,
                     }
                 )
                 if expl is not None and n_examples < examples:
