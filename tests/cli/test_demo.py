@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import torch
@@ -31,3 +32,6 @@ def test_demo_writes_table_models_and_plots(tmp_path: Path) -> None:
     assert (tmp_path / "confusion_dual.png").is_file()
     for m in ("image", "text", "concat", "dual"):
         assert (tmp_path / "runs" / f"{m}-s0" / "model" / "bundle.json").is_file()
+    # the demo's models record their attribute captions, so predict/serve caption them alike
+    manifest = json.loads((tmp_path / "runs" / "dual-s0" / "model" / "bundle.json").read_text())
+    assert manifest["caption_source"]["id"].startswith("attributes:")

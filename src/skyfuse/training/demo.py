@@ -49,6 +49,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo end to end into ``out_dir`` (reusing what an earlier run there already made)."""
     from skyfuse.captioning import caption_folder, create_captioner, load_captions
+    from skyfuse.captioning.provenance import source_of_file
     from skyfuse.data.folder import SceneFolder
     from skyfuse.data.synthetic import make_synthetic_dataset
     from skyfuse.reports.tables import to_markdown
@@ -108,6 +109,7 @@ def run_demo(
         image_encoder=features.image_encoder_id,
         text_encoder=features.text_encoder_id,
         prompt_id=None,
+        caption_source=source_of_file(store).to_dict(),
         encoder_names=(DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER),
         dataset=f"synthetic ({len(folder)} images)",
         save_models=True,
