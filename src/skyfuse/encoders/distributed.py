@@ -1,15 +1,27 @@
 """Feature extraction on several devices through Lightning's predict loop.
 
 Each device rank encodes its share of the missing images and captions and writes its own cache shards
-(the cache is the only channel between ranks, so there is nothing to gather); afterwards every rank
-assembles the `FeatureSet` from the now complete cache with `extract_features`, which only reads.
-Decoding runs in DataLoader worker processes. On a CPU it works with ``devices=1``.
+(the cache is the only channel between ranks, so there is nothing to gather); after a barrier every
+rank assembles the `FeatureSet` from the now complete cache with `extract_features`, which only reads.
+Decoding runs in DataLoader worker processes.
+
+Under Lightning's ``ddp`` strategy the workers re-run the caller's command once rank 0 starts
+predicting, i.e. while rank 0 is already filling the cache: a worker that listed the missing items
+itself would get a shorter list and the ranks would split different work. So rank 0 writes its work
+plan (cache folder, missing images and captions) to a file named in ``SKYFUSE_FEATURE_PLAN`` before
+the launch, and the workers, which inherit the environment, follow it; without a cache folder the plan
+also names the temporary folder all ranks share (removed by rank 0 after a final barrier). Launchers
+that start every rank at once (torchrun, SLURM) need no plan: nothing is written before all ranks
+have joined. Tested with 2 CPU processes (gloo).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +35,8 @@ from skyfuse.encoders.base import ImageEncoder, ImagePreprocess, TextEncoder
 from skyfuse.encoders.cache import FeatureCache, text_key
 from skyfuse.encoders.features import FeatureSet, SampleLike, compact, extract_features, hash_images
 from skyfuse.errors import ImageDecodeError
+
+PLAN_ENV = "SKYFUSE_FEATURE_PLAN"
 
 
 class _ImageItems(Dataset[tuple[str, torch.Tensor | None]]):
@@ -85,14 +99,23 @@ def extract_features_distributed(
     num_workers: int = 2,
     show_progress: bool = True,
 ) -> FeatureSet:
-    """Like `extract_features`, with the encoding spread over `devices` by a Lightning Trainer."""
+    """Like `extract_features`, with the encoding spread over `devices` by a Lightning Trainer.
+
+    Every rank returns the same `FeatureSet`."""
     import lightning as L
 
+    ids = [image_encoder.encoder_id, text_encoder.encoder_id]
+    plan = _read_plan(ids)  # a worker launched by rank 0 follows rank 0's plan
     tmp = None
-    if cache_dir is None:
+    if plan is not None:
+        root = Path(plan["root"])
+    elif cache_dir is None:
         tmp = Path(tempfile.mkdtemp(prefix="skyfuse-features-"))
-    root = cache_dir if cache_dir is not None else tmp
-    assert root is not None
+        root = tmp
+    else:
+        root = cache_dir
+    plan_file: Path | None = None
+    trainer = None
     try:
         live = [s for s in samples if captions.get(s.rel) is not None]
         shas, _ = hash_images(live)
@@ -102,9 +125,27 @@ def extract_features_distributed(
         for s in live:
             if s.rel in shas:
                 paths.setdefault(shas[s.rel], Path(s.path))
-        todo = [(k, paths[k]) for k in icache.missing(paths)]
         texts = {text_key(str(captions[s.rel])): str(captions[s.rel]) for s in live}
-        ttodo = sorted(((k, texts[k]) for k in tcache.missing(texts)), key=lambda kv: len(kv[1]))
+        if plan is not None:
+            todo = [(k, Path(p)) for k, p in plan["images"]]
+            ttodo = [(k, t) for k, t in plan["texts"]]
+        else:
+            todo = [(k, paths[k]) for k in icache.missing(paths)]
+            ttodo = sorted(
+                ((k, texts[k]) for k in tcache.missing(texts)), key=lambda kv: len(kv[1])
+            )
+        shared = _from_rank_zero((str(root), [(k, str(p)) for k, p in todo], ttodo))
+        if shared is not None:  # ranks already joined (a second call): rank 0's plan for all
+            if Path(shared[0]) != root and tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp = None
+            root = Path(shared[0])
+            icache = FeatureCache(root, image_encoder.encoder_id, "image", dim=image_encoder.dim)
+            tcache = FeatureCache(root, text_encoder.encoder_id, "text", dim=text_encoder.dim)
+            todo = [(k, Path(p)) for k, p in shared[1]]
+            ttodo = [(k, t) for k, t in shared[2]]
+        elif plan is None:  # rank 0 before the launch: the workers it starts inherit the plan
+            plan_file = _write_plan(root, ids, todo, ttodo)
 
         trainer = L.Trainer(
             accelerator=accelerator,
@@ -123,6 +164,7 @@ def extract_features_distributed(
                 collate_fn=_collate_images,
             )
             trainer.predict(_encode_module(image_encoder, icache), loader, return_predictions=False)
+            trainer.strategy.barrier("skyfuse-image-features")
         if ttodo:
 
             def collate_texts(
@@ -136,6 +178,7 @@ def extract_features_distributed(
                 collate_fn=collate_texts,
             )
             trainer.predict(_encode_module(text_encoder, tcache), tloader, return_predictions=False)
+            trainer.strategy.barrier("skyfuse-text-features")
         fs = extract_features(
             samples,
             captions,
@@ -154,7 +197,57 @@ def extract_features_distributed(
             "text_computed": fs.stats.get("text_cached", 0) - thits,
             "text_truncated": fs.stats.get("text_truncated", 0),
         }
+        trainer.strategy.barrier("skyfuse-features-read")  # before rank 0 removes a shared folder
         return fs
     finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if plan_file is not None:  # rank 0 (or a single process): the plan and temp folder are its
+            plan_file.unlink(missing_ok=True)
+            if os.environ.get(PLAN_ENV) == str(plan_file):
+                del os.environ[PLAN_ENV]
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_rank_zero(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank when a process group is running, else None."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _write_plan(
+    root: Path, ids: list[str], images: Sequence[tuple[str, Path]], texts: Sequence[tuple[str, str]]
+) -> Path:
+    """Rank 0's work lists, for the workers Lightning's launcher starts (they inherit the env)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f".plan-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+    body = {
+        "root": str(root),
+        "encoders": ids,
+        "images": [[k, str(p)] for k, p in images],
+        "texts": [[k, t] for k, t in texts],
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(body), encoding="utf-8")
+    os.replace(tmp, path)
+    os.environ[PLAN_ENV] = str(path)
+    return path
+
+
+def _read_plan(ids: list[str]) -> dict[str, Any] | None:
+    """The plan of the rank 0 that launched this worker, when there is one for these encoders.
+
+    Rank 0 itself never sees one here: it sets the variable after this check and removes it when
+    the call ends."""
+    where = os.environ.get(PLAN_ENV)
+    if not where:
+        return None
+    try:
+        plan = json.loads(Path(where).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return plan if isinstance(plan, dict) and plan.get("encoders") == ids else None
