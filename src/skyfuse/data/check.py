@@ -239,7 +239,8 @@ def check_folder(
     if duplicates:
         warnings.append(
             f"{len(duplicates)} group(s) of byte-identical images ({len(cross)} across classes),"
-            f" e.g. {', '.join(duplicates[0][:2])}; remove copies so they cannot leak across splits"
+            f" e.g. {', '.join(duplicates[0][:2])}; `skyfuse split` keeps each group in one part,"
+            " but remove unintended copies (across classes they are label noise)"
         )
     captions = None
     if folder.layout == "paper":
