@@ -178,3 +178,36 @@ def test_real_jpegs(tmp_path: Path) -> None:
     assert cache.pixels([0]).shape == (1, 224, 224, 3)
     assert sorted(cache.labels.tolist()) == list(range(19))
     assert cache.class_names == folder.classes
+
+
+def test_ddp_workers_wait_for_rank_zeros_cache(
+    folder: SceneFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only rank 0 builds a cache folder: two builders would delete each other's shards."""
+    from types import SimpleNamespace
+
+    from skyfuse.data.pixelcache import wait_for_pixel_cache
+    from skyfuse.training.finetune_data import build_cached_inputs, pixel_cache_dir
+
+    class Tok:
+        def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+            return {"input_ids": torch.ones(len(texts), 3, dtype=torch.long)}
+
+    rels = [s.rel for s in folder.samples]
+    split = SimpleNamespace(train=rels[:6], val=[], test=rels[6:])
+    caps = dict.fromkeys(rels, "a caption")
+    cache_root = tmp_path / "feat"
+    where = pixel_cache_dir(folder.root, PRE, cache_root)
+    with pytest.raises(BadInputError, match="no complete pixel cache"):
+        wait_for_pixel_cache(folder.samples, where, preprocess=PRE, timeout_s=0.05, poll_s=0.01)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a worker started by Lightning's launcher
+    with pytest.raises(BadInputError, match="waiting for rank 0"):
+        build_cached_inputs(
+            folder, split, caps, folder.classes, PRE, Tok(), cache_root, wait_s=0.05
+        )
+    assert not where.exists()  # the worker built nothing
+    monkeypatch.delenv("LOCAL_RANK")
+    built, _ = build_cached_inputs(folder, split, caps, folder.classes, PRE, Tok(), cache_root)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    seen, tokens = build_cached_inputs(folder, split, caps, folder.classes, PRE, Tok(), cache_root)
+    assert seen.rels == built.rels and tokens["input_ids"].shape[0] == len(built)

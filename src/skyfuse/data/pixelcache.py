@@ -352,6 +352,39 @@ def build_pixel_cache(
     return PixelCache(out, index)
 
 
+def wait_for_pixel_cache(
+    samples: Sequence[Sample],
+    out_dir: str | Path,
+    *,
+    preprocess: ImagePreprocess,
+    timeout_s: float = 4 * 3600.0,
+    poll_s: float = 1.0,
+) -> PixelCache:
+    """The cache another process is building in `out_dir`, once it is complete and current.
+
+    Why: under DDP only rank 0 may build a cache folder (two builders delete each other's shards);
+    the other ranks wait here. Raises `BadInputError` after `timeout_s`.
+    """
+    import time
+
+    out = Path(out_dir)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if (out / INDEX_NAME).is_file():
+            try:
+                cache = PixelCache.open(out)
+                if cache.is_current(samples, preprocess):
+                    return cache
+            except (CheckpointError, BadInputError, KeyError, TypeError, ValueError):
+                pass
+        if time.monotonic() >= deadline:
+            raise BadInputError(
+                f"{out}: no complete pixel cache after {timeout_s:g} s of waiting for rank 0 to"
+                " build it; check rank 0's log, or build it first with a single-process run"
+            )
+        time.sleep(poll_s)
+
+
 def _run_jobs(
     jobs: list[tuple[str, int, str]], workers: int, show_progress: bool | ProgressReporter
 ) -> Iterator[tuple[np.ndarray | None, str | None]]:

@@ -17,7 +17,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from skyfuse.data.pixelcache import PixelCache, PixelCacheDataset, build_pixel_cache, make_loader
+from skyfuse.data.pixelcache import (
+    PixelCache,
+    PixelCacheDataset,
+    build_pixel_cache,
+    make_loader,
+    wait_for_pixel_cache,
+)
 from skyfuse.encoders.base import ImagePreprocess
 from skyfuse.training.config import TrainConfig
 
@@ -80,17 +86,29 @@ def build_cached_inputs(
     text_encoder: Any,
     cache_dir: Path | None = None,
     show_progress: bool = False,
+    wait_s: float = 4 * 3600.0,
 ) -> tuple[PixelCache, dict[str, torch.Tensor]]:
-    """Build (or reuse, when current) the pixel cache of all split images and their caption tokens."""
+    """Build (or reuse, when current) the pixel cache of all split images and their caption tokens.
+
+    Under DDP only global rank 0 builds; the other ranks wait (up to `wait_s`) for its cache, since
+    two builders of one folder would delete each other's shards (launchers such as torchrun start all
+    ranks at once)."""
+    from skyfuse.training.distributed import is_rank_zero
+
     index = folder.by_rel()
     rels = list(dict.fromkeys([*split.train, *split.val, *split.test]))
-    cache = build_pixel_cache(
-        [index[r] for r in rels],
-        pixel_cache_dir(folder.root, image_preprocess, cache_dir),
-        preprocess=image_preprocess,
-        class_names=classes,
-        show_progress=show_progress,
-    )
+    samples = [index[r] for r in rels]
+    where = pixel_cache_dir(folder.root, image_preprocess, cache_dir)
+    if is_rank_zero():
+        cache = build_pixel_cache(
+            samples,
+            where,
+            preprocess=image_preprocess,
+            class_names=classes,
+            show_progress=show_progress,
+        )
+    else:
+        cache = wait_for_pixel_cache(samples, where, preprocess=image_preprocess, timeout_s=wait_s)
     return cache, tokenize_all(text_encoder, cache, captions)
 
 
