@@ -136,3 +136,14 @@ def test_model_is_warmed_before_health_reports_ready(bundle_dir: Path) -> None:
     with TestClient(create_app(real)) as c:
         assert real._captions._fn is not None  # the captioner was built at start-up
         assert c.get("/health").json()["warm_up_s"] is not None
+
+
+def test_captioner_that_cannot_load_is_reported_at_start_and_503(bundle_dir: Path) -> None:
+    # the files backend cannot be built without a source: a stand-in for a VLM whose weights fail
+    p = make_predictor(bundle_dir, captioner="files", allow_caption_mismatch=True)
+    with TestClient(create_app(p)) as c:
+        health = c.get("/health").json()
+        assert health["ready"] and "cannot be built" in health["warm_up_error"]
+        r = _post(c)
+        assert r.status_code == 503 and "cannot be built" in r.json()["detail"]
+        assert _post(c, "a given caption").status_code == 200

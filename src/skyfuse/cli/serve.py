@@ -134,6 +134,8 @@ def register(app: typer.Typer) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        # load everything (encoders, a local VLM) now: a failure is one line, not a lifespan trace
+        err_console.print(f"model warmed up in {predictor.warm_up():.1f} s", highlight=False)
         limits = ServeLimits(
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             max_pixels=max_pixels,

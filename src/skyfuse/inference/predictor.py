@@ -274,9 +274,10 @@ class Predictor:
         image_encoder / text_encoder: already-built encoders to use instead of the ids in the bundle
             (tests and servers that share encoders); their ids must match the bundle's.
         captioner: force a captioner for images without a caption (a `skyfuse.captioning`
-            captioner, a registry name, or a function images -> captions). By default the source
-            the bundle's training captions came from is used (see `skyfuse.inference.captions`);
-            one of another kind is refused unless `allow_caption_mismatch`.
+            captioner, a registry name, or a function images -> captions, whose kind is unknown).
+            By default the source the bundle's training captions came from is used (see
+            `skyfuse.inference.captions`); one of another kind is refused unless
+            `allow_caption_mismatch`.
         captioner_options: the backend's options: ``base_url`` (openai), ``model`` (transformers:
             the VLM's folder), and the like.
         prompt: prompt id or file for a VLM source whose prompt text the bundle lacks.

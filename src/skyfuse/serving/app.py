@@ -284,7 +284,11 @@ def create_app(
         # answering means the first request is as fast as the next ones
         warm_up = getattr(predictor, "warm_up", None)
         if callable(warm_up):
-            warm["warm_up_s"] = await asyncio.get_running_loop().run_in_executor(None, warm_up)
+            try:
+                warm["warm_up_s"] = await asyncio.get_running_loop().run_in_executor(None, warm_up)
+            except SkyfuseError as exc:  # e.g. the captioner cannot load: its requests get 503
+                log.warning("warm-up failed: %s", exc)
+                warm["warm_up_error"] = str(exc)
         warm["ready"] = True
         gate().start()
         try:
@@ -335,6 +339,7 @@ def create_app(
             "status": "ok",
             "ready": warm["ready"],
             "warm_up_s": warm["warm_up_s"],
+            **({"warm_up_error": warm["warm_up_error"]} if "warm_up_error" in warm else {}),
             "model": model_name,
             "classes": len(predictor.class_names),
             "training_captions": policy.trained.id if policy is not None else None,
