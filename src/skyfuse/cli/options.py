@@ -122,6 +122,14 @@ RefitOpt = Annotated[
         "--refit", help="Choose the epoch count on val, then retrain on train+val for it."
     ),
 ]
+ViewsOpt = Annotated[
+    int,
+    typer.Option(
+        "--views",
+        help="Dihedral views of each image for frozen features: 1 (off), 2, 4 or 8 (every rotation"
+        " and flip, each cached); training draws one per sample, evaluation averages all.",
+    ),
+]
 
 __all__ = [
     "MODELS_HELP",
@@ -145,5 +153,6 @@ __all__ = [
     "TokenDropOpt",
     "TrainRatioOpt",
     "ValOpt",
+    "ViewsOpt",
     "WidthOpt",
 ]

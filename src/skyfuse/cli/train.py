@@ -31,6 +31,7 @@ from skyfuse.cli.options import (
     TokenDropOpt,
     TrainRatioOpt,
     ValOpt,
+    ViewsOpt,
     WidthOpt,
 )
 
@@ -92,6 +93,12 @@ def _recorded_captions(run_dir: Path) -> Path | None:
     return None
 
 
+def _trained_views(bundle: Any) -> int:
+    """The dihedral views a bundle was trained and tested with (1 for bundles older than views)."""
+    views = (bundle.extra.get("train_config") or {}).get("views", 1)
+    return int(views) if views in (1, 2, 4, 8) else 1
+
+
 def _warn_dropped(dropped: list[str], skipped: dict[str, str]) -> None:
     if dropped:
         why = skipped.get(dropped[0], "no features")
@@ -138,6 +145,7 @@ def train(
     levels: LevelsOpt = 2,
     dropout: DropoutOpt = 0.1,
     token_drop: TokenDropOpt = 0.0,
+    views: ViewsOpt = 1,
     shortcut: ShortcutOpt = True,
     shared_weights: bool = typer.Option(
         False, "--shared-weights", help="One set of fusion weights for every level (the paper's)."
@@ -212,6 +220,7 @@ def train(
         num_nodes=num_nodes,
         precision=precision,
         num_workers=workers,
+        views=views,
     )
     fusion = _fusion(width, heads, levels, dropout, shortcut, shared_weights, token_drop)
     try:
@@ -310,6 +319,7 @@ def _train(
         image_encoder=image_encoder,
         text_encoder=text_encoder,
         cache_dir=cache_dir,
+        views=cfg.views,
     )
     split, dropped = prepare.restrict_split(split, set(features.rels))
     _warn_dropped(dropped, features.skipped)
@@ -446,6 +456,7 @@ def evaluate(
         text_encoder=text_name,
         cache_dir=cache_dir,
         encoders=encoders,
+        views=1 if encoders is not None else _trained_views(bundle),
     )
     if encoders is None and (features.image_encoder_id, features.text_encoder_id) != (
         bundle.image_encoder,
@@ -538,6 +549,7 @@ def bench(
     levels: LevelsOpt = 2,
     dropout: DropoutOpt = 0.1,
     token_drop: TokenDropOpt = 0.0,
+    views: ViewsOpt = 1,
     shortcut: ShortcutOpt = True,
     image_encoder: ImageEncoderOpt = "efficientnet-lite0",
     text_encoder: TextEncoderOpt = "minilm",
@@ -572,7 +584,14 @@ def bench(
     seed_list = _seeds(seeds)
     if protocol is None and train_ratio is None:
         raise ConfigError("pass --protocol NAME (e.g. whu-60) or --train RATIO")
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, refit=refit)
+    cfg = TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        patience=patience,
+        refit=refit,
+        views=views,
+    )
     folder = prepare.open_folder(path)
     caps = prepare.resolve_captions(folder, captions)
     features = prepare.extract(
@@ -581,6 +600,7 @@ def bench(
         image_encoder=image_encoder,
         text_encoder=text_encoder,
         cache_dir=cache_dir,
+        views=cfg.views,
     )
     if features.skipped:
         err_console.print(

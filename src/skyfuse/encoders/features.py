@@ -62,6 +62,7 @@ class FeatureSet:
     text_encoder_id: str
     skipped: dict[str, str] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    image_views: Any = None  # `skyfuse.encoders.views.ViewTokens` when dihedral views were extracted
 
     def __len__(self) -> int:
         return len(self.rels)
@@ -94,6 +95,7 @@ class FeatureSet:
             text_encoder_id=self.text_encoder_id,
             skipped=dict(self.skipped),
             stats=dict(self.stats),
+            image_views=self.image_views.subset(idx, n) if self.image_views is not None else None,
         )
 
 

@@ -35,6 +35,11 @@ class TrainConfig(BaseModel):
     seed: int = 0
     finetune: bool = False
     augment: bool = Field(True, description="flips and 90-degree rotations (--finetune only)")
+    views: Literal[1, 2, 4, 8] = Field(
+        1,
+        description="dihedral views of each image encoded for the frozen path: training draws one"
+        " per sample, evaluation averages all (1 = off, 8 = every rotation and flip)",
+    )
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"

@@ -33,7 +33,11 @@ class FeatureLike(Protocol):
 
 @dataclass
 class TensorSet:
-    """Labelled token features: the four model inputs plus ``labels`` (M,), all on the CPU."""
+    """Labelled token features: the four model inputs plus ``labels`` (M,), all on the CPU.
+
+    ``views`` (V, M, N, D), when present, holds the image tokens of V dihedral views of every image
+    (view 0 = ``image_tokens``): training draws one view per sample and evaluation averages over all.
+    """
 
     image_tokens: torch.Tensor
     image_mask: torch.Tensor
@@ -41,9 +45,15 @@ class TensorSet:
     text_mask: torch.Tensor
     labels: torch.Tensor
     rels: list[str]
+    views: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         m = int(self.labels.shape[0])
+        if self.views is not None and tuple(self.views.shape[1:]) != tuple(self.image_tokens.shape):
+            raise BadInputError(
+                f"features: views have shape {tuple(self.views.shape)}, image tokens "
+                f"{tuple(self.image_tokens.shape)}"
+            )
         for name in ("image_tokens", "image_mask", "text_tokens", "text_mask"):
             if int(getattr(self, name).shape[0]) != m:
                 raise BadInputError(
@@ -54,6 +64,10 @@ class TensorSet:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def num_views(self) -> int:
+        return 1 if self.views is None else int(self.views.shape[0])
 
     @property
     def image_dim(self) -> int:
@@ -83,23 +97,38 @@ class TensorSet:
                 raise BadInputError(f"{r}: class {cls_name!r} is not one of the model's classes")
             labels.append(class_to_idx[cls_name])
         idx = torch.tensor([index[r] for r in rels], dtype=torch.long)
+        views = getattr(features, "image_views", None)
+        stacked = None
+        if views is not None and len(views) > 1:
+            stacked = torch.stack([t.index_select(0, idx) for t in views.tokens])
         return cls(
-            image_tokens=features.image_tokens.index_select(0, idx),
+            image_tokens=stacked[0] if stacked is not None else features.image_tokens[idx],
             image_mask=features.image_mask.index_select(0, idx),
             text_tokens=features.text_tokens.index_select(0, idx),
             text_mask=features.text_mask.index_select(0, idx),
             labels=torch.tensor(labels, dtype=torch.long),
             rels=list(rels),
+            views=stacked,
         )
 
-    def take(self, idx: torch.Tensor) -> Batch:
-        """One batch for the rows ``idx``, with all-padding token columns trimmed away."""
+    def take(self, idx: torch.Tensor, view: torch.Tensor | int | None = None) -> Batch:
+        """One batch for the rows ``idx``, with all-padding token columns trimmed away.
+
+        ``view``: the dihedral view of the image tokens, one for the batch or one per row (needs
+        ``views``); None gives view 0.
+        """
         im = self.image_mask.index_select(0, idx)
         tm = self.text_mask.index_select(0, idx)
         ni = _used_length(im)
         nt = _used_length(tm)
+        if view is None or self.views is None:
+            image = self.image_tokens.index_select(0, idx)
+        elif isinstance(view, int):
+            image = self.views[view].index_select(0, idx)
+        else:
+            image = self.views[view, idx]
         return {
-            "image_tokens": self.image_tokens.index_select(0, idx)[:, :ni],
+            "image_tokens": image[:, :ni],
             "image_mask": im[:, :ni],
             "text_tokens": self.text_tokens.index_select(0, idx)[:, :nt],
             "text_mask": tm[:, :nt],
@@ -121,14 +150,30 @@ class TensorSet:
                 padded.append(t)
             return torch.cat(padded, dim=0)
 
+        views = None
+        if all(p.views is not None for p in parts) and len({p.num_views for p in parts}) == 1:
+            width = max(int(p.image_tokens.shape[1]) for p in parts)
+            views = torch.cat(
+                [_pad_tokens(p.views, width, dim=2) for p in parts if p.views is not None], dim=1
+            )
         return TensorSet(
-            image_tokens=cat("image_tokens"),
+            image_tokens=views[0] if views is not None else cat("image_tokens"),
             image_mask=cat("image_mask"),
             text_tokens=cat("text_tokens"),
             text_mask=cat("text_mask"),
             labels=torch.cat([p.labels for p in parts]),
             rels=[r for p in parts for r in p.rels],
+            views=views,
         )
+
+
+def _pad_tokens(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Zero-pad the token axis ``dim`` of ``t`` to ``width``."""
+    if t.shape[dim] >= width:
+        return t
+    shape = list(t.shape)
+    shape[dim] = width - t.shape[dim]
+    return torch.cat([t, torch.zeros(shape, dtype=t.dtype)], dim=dim)
 
 
 def _used_length(mask: torch.Tensor) -> int:
@@ -151,10 +196,12 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        augment: bool = False,
     ) -> None:
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.augment = augment and data.num_views > 1
         self.seed = seed
         self.rank = rank
         self.world_size = max(1, world_size)
@@ -179,9 +226,14 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         order = self._indices()
+        views = None
+        if self.augment:  # one dihedral view per sample, drawn from the same seeded stream
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7_919)
+            views = torch.randint(self.data.num_views, (len(self.data),), generator=g)
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):
-            yield self.data.take(order[start : start + self.batch_size])
+            idx = order[start : start + self.batch_size]
+            yield self.data.take(idx, views[idx] if views is not None else None)
 
 
 class FeatureDataModule(L.LightningDataModule):
@@ -213,6 +265,7 @@ class FeatureDataModule(L.LightningDataModule):
                 seed=self.seed,
                 rank=rank,
                 world_size=world,
+                augment=True,
             )
         return self._train_batches
 

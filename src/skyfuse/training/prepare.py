@@ -157,10 +157,12 @@ def extract(
     device: str = "auto",
     show_progress: bool = True,
     encoders: tuple[Any, Any] | None = None,
+    views: int = 1,
 ) -> Any:
     """Token features of every image of ``folder`` with a caption, through the feature cache
     (default ``$SKYFUSE_CACHE_DIR`` or ``~/.cache/skyfuse/features``). Images without a caption or
-    that do not decode are left out and listed in ``FeatureSet.skipped``."""
+    that do not decode are left out and listed in ``FeatureSet.skipped``. ``views`` > 1 also encodes
+    that many dihedral views of every image (`skyfuse.encoders.views`), each cached under its own id."""
     import torch
 
     from skyfuse.encoders import create_image_encoder, create_text_encoder
@@ -175,6 +177,20 @@ def extract(
         img = create_image_encoder(image_encoder)
         txt = create_text_encoder(text_encoder)
     root = (cache_dir or default_cache_dir()) if use_cache else None
+    if views > 1:
+        from skyfuse.encoders.views import extract_views
+
+        return extract_views(
+            folder.samples,
+            captions,
+            img,
+            txt,
+            views=views,
+            cache_dir=root,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
+        )
     return extract_features(
         folder.samples,
         captions,
