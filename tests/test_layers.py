@@ -44,7 +44,8 @@ def _offenders(files: list[Path], banned: str) -> list[str]:
 
 
 def test_library_code_does_not_import_the_cli() -> None:
-    files = [p for p in SRC.rglob("*.py") if "cli" not in p.relative_to(SRC).parts]
+    entry = SRC / "__main__.py"  # `python -m skyfuse` is the command line's own entry point
+    files = [p for p in SRC.rglob("*.py") if "cli" not in p.relative_to(SRC).parts and p != entry]
     assert len(files) > 50
     assert _offenders(files, "skyfuse.cli") == []
 
