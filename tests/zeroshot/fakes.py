@@ -107,3 +107,45 @@ def linear_world(
         torch.randn(m, dim, generator=g),
     )
     return classes, emb, feats
+
+
+CONCEPTS = (
+    "alder", "birch", "cedar", "dune", "estuary", "fjord", "geyser", "heath", "islet", "jetty",
+)  # fmt: skip
+
+
+def concept_world(
+    n_seen: int = 6, per_class: int = 40, image_dim: int = 32, text_dim: int = 24, seed: int = 0
+) -> tuple[list[str], list[str], dict[str, torch.Tensor], Features]:
+    """Scenes that show two concepts each: their class (the main one) and a second, drawn from *all*
+    concepts. Captions name both; class names are single concept words. Classes of the first
+    `n_seen` concepts are seen, the rest unseen, so the unseen concepts appear in training captions
+    (and pixels) but in no training class name: only an image side aligned to the captions can
+    learn them.
+
+    Returns (seen classes, unseen classes, class embeddings {name: vector}, features).
+    """
+    g = torch.Generator().manual_seed(seed)
+    text = BagOfWordsText(dim=text_dim)
+    looks = torch.randn(len(CONCEPTS), image_dim, generator=g)  # each concept's visual signature
+    rels, images, captions = [], [], []
+    for k, main in enumerate(CONCEPTS):
+        for i in range(per_class):
+            other = int(torch.randint(len(CONCEPTS) - 1, (1,), generator=g))
+            other += int(other >= k)
+            images.append(looks[k] + 0.7 * looks[other] + 0.3 * torch.randn(image_dim, generator=g))
+            captions.append(f"{main} {CONCEPTS[other]}")
+            rels.append(f"{main}/{i}.png")
+    pooled = text.encode_texts(captions).pooled
+    m = len(rels)
+    feats = Features(
+        rels,
+        torch.stack(images)[:, None, :],
+        torch.ones(m, 1, dtype=torch.bool),
+        torch.zeros(m, 1, text_dim),
+        torch.ones(m, 1, dtype=torch.bool),
+        pooled,
+    )
+    emb = text.encode_texts(list(CONCEPTS)).pooled
+    class_emb = {c: torch.nn.functional.normalize(emb[i], dim=-1) for i, c in enumerate(CONCEPTS)}
+    return list(CONCEPTS[:n_seen]), list(CONCEPTS[n_seen:]), class_emb, feats

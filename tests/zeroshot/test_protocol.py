@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from skyfuse.cli import app
 from skyfuse.errors import BadInputError, ConfigError
+from skyfuse.zeroshot.aligned import CANDIDATES, AlignConfig
 from skyfuse.zeroshot.folds import ZeroShotFold
 from skyfuse.zeroshot.protocol import ZeroShotSettings, run_zeroshot
 from skyfuse.zeroshot.task import HeadTrainConfig
@@ -56,6 +57,8 @@ def test_run_zeroshot_writes_metrics_folds_and_model(
         folds=2,
         fusion={"width": 16, "heads": 2},
         train=HeadTrainConfig(epochs=2, batch_size=16),
+        align=AlignConfig(epochs=(2, 4), caption_weights=(0.0, 1.0), temperatures=(0.1,)),
+        fusion_head=True,
         save_fold_models=True,
     )
     m = run_zeroshot(
@@ -73,15 +76,26 @@ def test_run_zeroshot_writes_metrics_folds_and_model(
             assert 0.0 <= stat["mean"] <= 1.0 and stat["std"] >= 0.0 and len(stat["folds"]) == 2
             assert set(m["baselines"]["caption_only"][group][key]) == {"mean", "std", "folds"}
     assert set(m["settings"]) == {"raw", "masked"}
-    assert set(m["baselines"]) == {"caption_only", "head_plus_caption"}
-    assert set(m["settings"]["masked"]) == {"head", "caption_only", "head_plus_caption"}
+    methods = {"aligned", "aligned_plus_caption", "caption_only", "head", "head_plus_caption"}
+    # the headline is a trained candidate, picked on validation classes; the rest are beside it
+    assert "validation" in m["selection"]["why"]
+    assert m["method"] in CANDIDATES and set(m["baselines"]) == methods - {m["method"]}
+    assert m["zsl"] == m["settings"]["raw"][m["method"]]["zsl"]
+    assert m["gzsl"] == m["settings"]["raw"][m["method"]]["gzsl"]
+    assert all(set(m["settings"][s]) == methods for s in ("raw", "masked"))
+    val = m["selection"]["val_zsl"]
+    assert val[m["method"]] == max(val.values())
     # 2 unseen classes of 8: ZSL top-5 covers both, so it is 1 for every method
     assert m["zsl"]["top5"]["mean"] == 1.0
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["zsl"]["top1"]["mean"] == pytest.approx(m["zsl"]["top1"]["mean"])
     table = (tmp_path / "out" / "metrics.md").read_text()
-    assert "| raw | semantic head |" in table and "| masked | caption-only |" in table
-    assert "| masked | head + caption-only (score sum) |" in table
+    assert (
+        "| raw | fusion semantic head |" in table
+        and "| masked | caption-only (untrained) |" in table
+    )
+    assert "| masked | fusion head + caption-only (score sum) |" in table
+    assert table.count("(picked)") == 2 and f"Picked: `{m['method']}`" in table
     folds = [ZeroShotFold.load(tmp_path / "out" / "folds" / f"fold_{k}.json") for k in (0, 1)]
     assert not set(folds[0].unseen) & set(folds[1].unseen)
     for fold in folds:
@@ -93,7 +107,10 @@ def test_run_zeroshot_writes_metrics_folds_and_model(
     from skyfuse.zeroshot.model import load_zeroshot_model
 
     zs = load_zeroshot_model(tmp_path / "out" / "model")
-    assert zs.class_names == sorted(CLASSES)
+    assert zs.class_names == sorted(CLASSES) and zs.method == m["method"]
+    assert zs.head.choice.to_dict() == m["final_model"]["choice"]
+    fold_model = load_zeroshot_model(tmp_path / "out" / "models" / "raw-fold0")
+    assert fold_model.method == m["method"]
     img = Image.open(sorted((world["root"] / "beach").iterdir())[0])
     top = zs.predict([img], ["sand by the sea"], ["beach", "helipad", "golf course"], top_k=3)[0]
     assert {n for n, _ in top} == {"beach", "helipad", "golf course"}

@@ -1,10 +1,15 @@
-"""Zero-shot model bundles: save a trained semantic head, load it, score any class names.
+"""Zero-shot model bundles: save a trained scorer, load it, score any class names.
 
-A zero-shot bundle is an ordinary `skyfuse.training.bundle` (config + safetensors + JSON) whose fusion
-head outputs the sentence space; its ``class_names`` therefore name sentence dimensions, and the
-classes live in ``extra``: ``{"task": "zeroshot", "seen_classes", "unseen_classes", "logit_scale",
-"residual_weight", "caption_residual", "templates", "classes" (name/phrase/descriptions), ...}``.
-New class names need no retraining: their embeddings come from the bundle's text encoder.
+Two kinds, both in the `skyfuse.training.bundle` layout (bundle.json + model.safetensors):
+- ``"scorer": "aligned"`` (what `skyfuse zeroshot` writes): the picked `skyfuse.zeroshot.aligned`
+  candidate, i.e. the map of the pooled image vector into the sentence space, the mean training
+  caption, and the validation-chosen alpha, gamma and temperature (under ``extra["choice"]``); its
+  ``config`` describes the map, ``class_names`` are the classes it was trained on;
+- the older fusion semantic head: an ordinary fusion bundle whose head outputs the sentence space
+  (``class_names`` name sentence dimensions).
+Either way ``extra`` holds ``{"task": "zeroshot", "seen_classes", "unseen_classes", "templates",
+"classes" (name/phrase/descriptions), ...}``. New class names need no retraining: their embeddings
+come from the bundle's text encoder.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ import torch
 from PIL import Image
 
 from skyfuse.errors import BadInputError, CheckpointError
-from skyfuse.zeroshot.classes import DEFAULT_TEMPLATES, ClassSpec, resolve_classes
+from skyfuse.zeroshot.aligned import AlignedMap, AlignedScorer, Choice
+from skyfuse.zeroshot.classes import DEFAULT_TEMPLATES, ClassSpec, name_key, resolve_classes
 from skyfuse.zeroshot.head import SemanticHead
 
 TASK = "zeroshot"
+ALIGNED_SCORER = "aligned"
 
 
 def sentence_dim_names(dim: int) -> list[str]:
@@ -31,7 +38,7 @@ def sentence_dim_names(dim: int) -> list[str]:
 
 def save_zeroshot_model(
     out_dir: str | Path,
-    head: SemanticHead,
+    head: SemanticHead | AlignedScorer,
     *,
     seen_classes: Sequence[str],
     unseen_classes: Sequence[str] = (),
@@ -49,14 +56,10 @@ def save_zeroshot_model(
     the `*_id` strings (fingerprints) are checked on load when given."""
     from skyfuse.training.bundle import save_bundle
 
-    cfg = head.fusion.config
     meta: dict[str, Any] = {
         "task": TASK,
         "seen_classes": list(seen_classes),
         "unseen_classes": list(unseen_classes),
-        "logit_scale": float(head.scale.item()),
-        "residual_weight": float(head.residual_weight.item()),
-        "caption_residual": bool(head.caption_residual),
         "templates": list(templates),
         "classes": [s.to_dict() for s in specs],
         "image_encoder_name": image_encoder,
@@ -65,6 +68,14 @@ def save_zeroshot_model(
         "text_encoder_id": text_encoder_id,
         **(extra or {}),
     }
+    if isinstance(head, AlignedScorer):
+        return _save_aligned(Path(out_dir), head, meta, prompt_id)
+    cfg = head.fusion.config
+    meta.update(
+        logit_scale=float(head.scale.item()),
+        residual_weight=float(head.residual_weight.item()),
+        caption_residual=bool(head.caption_residual),
+    )
     return save_bundle(
         Path(out_dir),
         head.fusion,
@@ -78,6 +89,80 @@ def save_zeroshot_model(
     )
 
 
+def _aligned_config(scorer: AlignedScorer) -> dict[str, Any]:
+    linears = [m for m in scorer.image_map.net if isinstance(m, torch.nn.Linear)]
+    return {
+        "scorer": ALIGNED_SCORER,
+        "in_dim": int(scorer.image_map.mean.shape[0]),
+        "out_dim": int(linears[-1].out_features),
+        "hidden": int(linears[0].out_features) if len(linears) > 1 else 0,
+        "fuse_caption": bool(scorer.fuse_caption),
+    }
+
+
+def _save_aligned(
+    out_dir: Path, scorer: AlignedScorer, meta: dict[str, Any], prompt_id: str | None
+) -> Path:
+    """The bundle layout for an aligned scorer, written to a temporary folder and renamed."""
+    import json
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_model
+
+    from skyfuse.training.bundle import BUNDLE_FORMAT, MANIFEST, WEIGHTS
+
+    meta = {**meta, "scorer": ALIGNED_SCORER, "choice": scorer.choice.to_dict()}
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "version": 1,
+        "config": _aligned_config(scorer),
+        "class_names": list(meta["seen_classes"]),
+        "image_encoder": meta.get("image_encoder_id") or meta["image_encoder_name"],
+        "text_encoder": meta.get("text_encoder_id") or meta["text_encoder_name"],
+        "prompt_id": prompt_id,
+        "extra": meta,
+    }
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        save_model(scorer, str(tmp / WEIGHTS))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.replace(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _load_aligned(model_dir: Path, data: dict[str, Any]) -> AlignedScorer:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    from skyfuse.training.bundle import WEIGHTS
+
+    cfg, meta = data["config"], data.get("extra") or {}
+    try:
+        choice = Choice(**meta["choice"])
+        scorer = AlignedScorer(
+            AlignedMap(int(cfg["in_dim"]), int(cfg["out_dim"]), int(cfg.get("hidden", 0))),
+            torch.zeros(int(cfg["out_dim"])),
+            choice,
+            fuse_caption=bool(cfg.get("fuse_caption", False)),
+        )
+        load_model(scorer, str(model_dir / WEIGHTS), strict=True, device="cpu")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{model_dir}: incomplete zero-shot bundle ({exc}); retrain"
+        ) from None
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{model_dir}: weights do not load ({first}); retrain") from None
+    return scorer.eval()
+
+
 def is_zeroshot_bundle(model_dir: str | Path) -> bool:
     """True when `model_dir` holds a bundle written by `save_zeroshot_model` (cheap: JSON only)."""
     from skyfuse.training.bundle import read_manifest
@@ -89,14 +174,15 @@ def is_zeroshot_bundle(model_dir: str | Path) -> bool:
 
 
 class ZeroShotModel:
-    """A trained semantic head with its encoders: scores images against any class names.
+    """A trained zero-shot scorer with its encoders: scores images against any class names.
 
+    `head` is an `AlignedScorer` (what `skyfuse zeroshot` saves) or an older `SemanticHead`.
     Encoders are built lazily from the names in the bundle, or passed in (tests, servers).
     """
 
     def __init__(
         self,
-        head: SemanticHead,
+        head: SemanticHead | AlignedScorer,
         meta: dict[str, Any],
         *,
         image_encoder: Any | None = None,
@@ -126,8 +212,16 @@ class ZeroShotModel:
 
     @property
     def needs_captions(self) -> bool:
-        """Whether predictions read a caption (text-reading fusion or the caption residual)."""
+        """Whether predictions read a caption (the caption score, a text-reading fusion or the
+        caption residual)."""
+        if isinstance(self.head, AlignedScorer):
+            return self.head.needs_captions
         return bool(self.head.fusion.uses_text or self.head.caption_residual)
+
+    @property
+    def method(self) -> str:
+        """The scoring method saved in the bundle (``head`` for an older fusion semantic head)."""
+        return str(self.meta.get("method") or "head")
 
     @property
     def class_names(self) -> list[str]:
@@ -182,7 +276,9 @@ class ZeroShotModel:
         captions: Sequence[str] | None,
         class_names: Sequence[str],
     ) -> torch.Tensor:
-        """(B, C) cosine logits (temperature included) of each image against `class_names`."""
+        """(B, C) logits of each image against `class_names`: for an aligned scorer the calibrated
+        ensemble score (names the model was trained on lose gamma, as in the generalised
+        evaluation) over its temperature; for a semantic head, temperature x cosine."""
         images = list(images)
         if not class_names:
             raise BadInputError("no class names to score; pass --classes 'name1,name2,...'")
@@ -199,6 +295,16 @@ class ZeroShotModel:
         classes = self.class_embeddings(class_names)
         enc_i = self.image_encoder
         image = enc_i.encode(enc_i.preprocess(images))
+        if isinstance(self.head, AlignedScorer):
+            text_pooled = (
+                self.text_encoder.encode_texts([str(c or "") for c in captions]).pooled
+                if self.needs_captions
+                else None
+            )
+            trained = {name_key(c) for c in self.seen_classes}
+            seen = torch.tensor([name_key(c) in trained for c in class_names], dtype=torch.bool)
+            s = self.head.scores(image.pooled.float(), text_pooled, classes, seen)
+            return s / self.head.choice.temperature
         text = self.text_encoder.encode_texts([str(c or "") for c in captions])
         fusion = self.head.fusion
         return self.head(
@@ -245,8 +351,22 @@ def load_zeroshot_model(
     model_dir: str | Path, *, image_encoder: Any | None = None, text_encoder: Any | None = None
 ) -> ZeroShotModel:
     """Load a bundle written by `save_zeroshot_model` (encoders are built on first use)."""
-    from skyfuse.training.bundle import load_bundle
+    from skyfuse.training.bundle import load_bundle, read_manifest
 
+    data = read_manifest(Path(model_dir))
+    if (data.get("extra") or {}).get("task") == TASK and (data.get("config") or {}).get(
+        "scorer"
+    ) == ALIGNED_SCORER:
+        path = Path(model_dir)
+        path = path.parent if path.is_file() else path
+        return ZeroShotModel(
+            _load_aligned(path, data),
+            dict(data["extra"]),
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            prompt_id=data.get("prompt_id"),
+            path=path,
+        )
     bundle = load_bundle(Path(model_dir))
     meta = dict(bundle.extra)
     if meta.get("task") != TASK:

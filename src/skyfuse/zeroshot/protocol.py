@@ -1,10 +1,15 @@
-"""The zero-shot protocol end to end: folds, features, head training, scoring, metrics over folds.
+"""The zero-shot protocol end to end: folds, features, training, scoring, metrics over folds.
 
-For each fold and each caption setting (``raw`` and leakage-``masked``) the semantic head is trained
-on the seen classes and scored two ways:
+For each fold and each caption setting (``raw`` and leakage-``masked``) the trained candidates
+(`skyfuse.zeroshot.aligned`: the image side aligned to captions and class embeddings, alone and in an
+ensemble with the caption score) have every setting chosen on validation classes held out from the
+seen classes, are refitted on all seen classes and scored two ways:
 - ZSL: unseen-class test images against the unseen classes only (top-1, top-5);
-- GZSL: held-out seen-class and all unseen-class images against every class (seen, unseen, H).
-The caption-only baseline (and CLIP when an open_clip encoder is named) is scored on the same images.
+- GZSL: held-out seen-class and all unseen-class images against every class (seen, unseen, H), with
+  the calibration offset chosen on validation classes.
+The headline method is the candidate with the best validation score over folds and settings (never a
+test number). The caption-only baseline (and CLIP when an open_clip encoder is named, and the older
+fusion semantic head with ``fusion_head=True``) is scored on the same images.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 
 from skyfuse.errors import BadInputError, ConfigError
 from skyfuse.models import FusionConfig
+from skyfuse.zeroshot import aligned as al
 from skyfuse.zeroshot.baselines import caption_only_scores, clip_scores
 from skyfuse.zeroshot.checks import check_fusion_settings, check_out_dir, fusion_config
 from skyfuse.zeroshot.classes import DEFAULT_TEMPLATES, ClassSpec, resolve_classes
@@ -49,6 +55,8 @@ class ZeroShotSettings:
     templates: Sequence[str] = DEFAULT_TEMPLATES
     fusion: dict[str, Any] = field(default_factory=dict)
     train: HeadTrainConfig = field(default_factory=HeadTrainConfig)
+    align: al.AlignConfig = field(default_factory=al.AlignConfig)
+    fusion_head: bool = False
     image_grid: int | None = None
     save_fold_models: bool = False
     final_model: bool = True
@@ -66,6 +74,8 @@ class ZeroShotSettings:
             "fusion": dict(self.fusion),
             "image_grid": self.image_grid,
             "train": self.train.model_dump(mode="json"),
+            "align": self.align.model_dump(mode="json"),
+            "fusion_head": self.fusion_head,
         }
 
 
@@ -138,36 +148,55 @@ def run_fold(
     fold: ZeroShotFold,
     class_embeddings: Mapping[str, torch.Tensor],
     settings: ZeroShotSettings,
-    fusion_base: FusionConfig,
     *,
     extra_scores: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-) -> tuple[dict[str, Any], Any]:
-    """Train and score one fold for one caption setting: ({"head": m, "caption_only": m, ...}, head)."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Select, refit and score one fold for one caption setting.
+
+    Returns ({method: {"zsl": ..., "gzsl": ...}, ..., "selection": ...}, {method: fitted model}).
+    """
     fold.check_disjoint()
-    train, val, unseen, gzsl = _fold_data(features, fold)
     e_seen = torch.stack([class_embeddings[c] for c in fold.seen])
     e_unseen = torch.stack([class_embeddings[c] for c in fold.unseen])
     e_all = torch.cat([e_seen, e_unseen])
-    cfg = settings.train.model_copy(update={"seed": settings.train.seed + fold.index})
-    head, history = train_semantic_head(fusion_base, train, val, e_seen, cfg)
     n_seen = len(fold.seen)
-    scale = float(head.scale.item())
-    head_zsl, head_gzsl = score(head, unseen, e_unseen), score(head, gzsl, e_all)
-    cap_zsl = caption_only_scores(unseen.caption_vec, e_unseen)
-    cap_gzsl = caption_only_scores(gzsl.caption_vec, e_all)
+    # selection and refit see seen-class images only (train + val), never test images
+    rows = al.PooledRows.from_features(features, fold.train + fold.val, fold.seen)
+    seed = settings.align.seed + settings.seed + fold.index
+    choices, log = al.select(
+        rows,
+        al.holdout_mask(rows, fold.val),
+        fold.seen,
+        class_embeddings,
+        settings.align,
+        seed=seed,
+    )
+    unseen = al.PooledRows.from_features(features, fold.test_unseen, fold.unseen)
+    gzsl = al.PooledRows.from_features(features, fold.test_seen + fold.test_unseen, fold.classes)
+    seen_mask = torch.arange(len(fold.classes)) < n_seen
+    cap_zsl = caption_only_scores(unseen.caption, e_unseen)
+    cap_gzsl = caption_only_scores(gzsl.caption, e_all)
     out: dict[str, Any] = {
-        "head": evaluate_scores(head_zsl, unseen.labels, head_gzsl, gzsl.labels, n_seen),
-        "caption_only": evaluate_scores(cap_zsl, unseen.labels, cap_gzsl, gzsl.labels, n_seen),
-        # score-level ensemble: the head's cosine plus the untrained caption cosine (class-agnostic)
-        "head_plus_caption": evaluate_scores(
-            head_zsl / scale + cap_zsl,
+        "caption_only": evaluate_scores(cap_zsl, unseen.labels, cap_gzsl, gzsl.labels, n_seen)
+    }
+    models: dict[str, Any] = {}
+    for name, choice in choices.items():
+        scorer = al.fit(rows, fold.seen, class_embeddings, choice, settings.align, seed=seed)
+        models[name] = scorer
+        out[name] = evaluate_scores(
+            scorer.scores(unseen.image, unseen.caption, e_unseen),
             unseen.labels,
-            head_gzsl / scale + cap_gzsl,
+            scorer.scores(gzsl.image, gzsl.caption, e_all, seen_mask),
             gzsl.labels,
             n_seen,
-        ),
-        "epochs": len(history),
+        )
+    out["selection"] = {
+        "choices": {k: v.to_dict() for k, v in choices.items()},
+        "val_classes": log["val_classes"],
+        "caption_only_val_zsl": log["caption_only_val_zsl"],
     }
+    if settings.fusion_head:
+        out.update(_fusion_head_scores(features, fold, e_seen, e_unseen, e_all, settings, models))
     for name, by_rel in (extra_scores or {}).items():
         full = torch.stack([by_rel[r] for r in gzsl.rels])
         cols_all = [list(class_embeddings).index(c) for c in fold.classes]
@@ -176,44 +205,91 @@ def run_fold(
         out[name] = evaluate_scores(
             zsl_rows[:, cols_unseen], unseen.labels, full[:, cols_all], gzsl.labels, n_seen
         )
-    return out, head
+    return out, models
 
 
-def train_final_head(
+def _fusion_head_scores(
+    features: FeatureRows,
+    fold: ZeroShotFold,
+    e_seen: torch.Tensor,
+    e_unseen: torch.Tensor,
+    e_all: torch.Tensor,
+    settings: ZeroShotSettings,
+    models: dict[str, Any],
+) -> dict[str, Any]:
+    """The older fusion semantic head (early stopping on seen-class validation loss) and its sum
+    with the caption cosine: listed for comparison, never a candidate for the headline."""
+    train, val, unseen, gzsl = _fold_data(features, fold)
+    cfg = settings.train.model_copy(update={"seed": settings.train.seed + fold.index})
+    head, _ = train_semantic_head(fusion_base(settings, features), train, val, e_seen, cfg)
+    models["head"] = head
+    n_seen = len(fold.seen)
+    scale = float(head.scale.item())
+    head_zsl, head_gzsl = score(head, unseen, e_unseen), score(head, gzsl, e_all)
+    cap_zsl = caption_only_scores(unseen.caption_vec, e_unseen)
+    cap_gzsl = caption_only_scores(gzsl.caption_vec, e_all)
+    return {
+        "head": evaluate_scores(head_zsl, unseen.labels, head_gzsl, gzsl.labels, n_seen),
+        "head_plus_caption": evaluate_scores(
+            head_zsl / scale + cap_zsl,
+            unseen.labels,
+            head_gzsl / scale + cap_gzsl,
+            gzsl.labels,
+            n_seen,
+        ),
+    }
+
+
+def train_final_model(
     features: FeatureRows,
     rels_by_class: Mapping[str, Sequence[str]],
     class_embeddings: Mapping[str, torch.Tensor],
     settings: ZeroShotSettings,
-) -> Any:
-    """A head trained on every class (val carved per class) for predicting new class names."""
-    import random
-
+    method: str,
+) -> tuple[al.AlignedScorer, dict[str, Any]]:
+    """The picked method trained on every class, its settings chosen the same way as in a fold:
+    on class-disjoint inner splits (here of all classes), then refitted on all images."""
     classes = list(rels_by_class)
-    train: list[str] = []
-    val: list[str] = []
-    rng = random.Random(f"{settings.seed}:final")
-    for c in classes:
-        rels = sorted(rels_by_class[c])
-        rng.shuffle(rels)
-        n_val = max(1, round(settings.val * len(rels))) if settings.val > 0 and len(rels) > 2 else 0
-        val += rels[:n_val]
-        train += rels[n_val:]
-    base = fusion_base(settings, features)
-    emb = torch.stack([class_embeddings[c] for c in classes])
-    head, _ = train_semantic_head(
-        base,
-        ZeroShotData.from_features(features, train, classes),
-        ZeroShotData.from_features(features, val, classes) if val else None,
-        emb,
-        settings.train,
+    _, held = al.split_holdout(rels_by_class, settings.val or 0.1, f"{settings.seed}:final")
+    rows = al.PooledRows.from_features(
+        features, [r for c in classes for r in rels_by_class[c]], classes
     )
-    return head
+    seed = settings.align.seed + settings.seed + 1000
+    choices, log = al.select(
+        rows, al.holdout_mask(rows, held), classes, class_embeddings, settings.align, seed=seed
+    )
+    scorer = al.fit(rows, classes, class_embeddings, choices[method], settings.align, seed=seed)
+    return scorer, {"choice": choices[method].to_dict(), "val_classes": log["val_classes"]}
+
+
+def is_method(value: Any) -> bool:
+    return isinstance(value, dict) and "zsl" in value and "gzsl" in value
 
 
 def summarise(per_fold: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per-method mean ± std over folds: {"head": {"zsl": {"top1": {"mean", "std", "folds"}}}, ...}."""
-    methods = [k for k in per_fold[0] if isinstance(per_fold[0][k], dict)]
+    """Per-method mean ± std over folds: {"aligned": {"zsl": {"top1": {"mean", "std", "folds"}}}, ...}."""
+    methods = [k for k in per_fold[0] if is_method(per_fold[0][k])]
     return {m: aggregate([f[m] for f in per_fold]) for m in methods}
+
+
+def pick(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The headline method: the candidate with the best validation ZSL top-1, averaged over every
+    fold and caption setting (validation classes only; no test number enters)."""
+    val_zsl: dict[str, float] = {}
+    val_h: dict[str, float] = {}
+    for m in al.CANDIDATES:
+        choices = [f["selection"]["choices"][m] for r in results.values() for f in r["per_fold"]]
+        val_zsl[m] = sum(c["val_zsl"] for c in choices) / len(choices)
+        val_h[m] = sum(c["val_h"] for c in choices) / len(choices)
+    method = al.pick_method(val_zsl, val_h)
+    others = ", ".join(
+        f"{al.METHOD_LABELS[m]} {100 * val_zsl[m]:.1f} %" for m in al.CANDIDATES if m != method
+    )
+    why = (
+        f"best mean validation ZSL top-1 on seen classes held out inside each fold"
+        f" ({100 * val_zsl[method]:.1f} % vs {others})"
+    )
+    return {"method": method, "why": why, "val_zsl": val_zsl, "val_h": val_h}
 
 
 def run_zeroshot(
@@ -317,58 +393,74 @@ def run_zeroshot(
         extra["clip"] = {r: clip[i] for i, r in enumerate(rels)}
 
     results: dict[str, Any] = {}
+    fold_models: dict[str, list[dict[str, Any]]] = {}
     for setting in settings.captions:
         feats = features[setting]
-        base = fusion_base(settings, feats)
         per_fold = []
         for fold in folds:
-            res, head = run_fold(feats, fold, class_emb, settings, base, extra_scores=extra)
+            res, models = run_fold(feats, fold, class_emb, settings, extra_scores=extra)
             per_fold.append(res)
+            fold_models.setdefault(setting, []).append(models)
+            best = {m: res[m]["zsl"]["top1"] for m in al.CANDIDATES}
             say(
-                f"[{setting}] fold {fold.index}: ZSL top-1 head {res['head']['zsl']['top1']:.3f}"
-                f" / caption-only {res['caption_only']['zsl']['top1']:.3f};"
-                f" GZSL H {res['head']['gzsl']['h']:.3f} / {res['caption_only']['gzsl']['h']:.3f}"
+                f"{setting} captions, fold {fold.index}: ZSL top-1 "
+                + ", ".join(f"{m} {v:.3f}" for m, v in best.items())
+                + f" / caption-only {res['caption_only']['zsl']['top1']:.3f}; GZSL H "
+                + ", ".join(f"{m} {res[m]['gzsl']['h']:.3f}" for m in al.CANDIDATES)
+                + f" / {res['caption_only']['gzsl']['h']:.3f}"
             )
-            if settings.save_fold_models:
-                save_zeroshot_model(
-                    out / "models" / f"{setting}-fold{fold.index}",
-                    head,
-                    seen_classes=fold.seen,
-                    unseen_classes=fold.unseen,
-                    image_encoder=image_encoder,
-                    text_encoder=text_encoder,
-                    image_encoder_id=getattr(ienc, "encoder_id", None),
-                    text_encoder_id=getattr(tenc, "encoder_id", None),
-                    specs=specs,
-                    templates=settings.templates,
-                    extra={"fold": fold.index, "captions": setting},
-                    caption_source=caption_source,
-                )
         summary = summarise(per_fold)
         summary["per_fold"] = per_fold
         results[setting] = summary
 
+    picked = pick(results)
+    method = picked["method"]
+    say(f"picked {method}: {picked['why']}")
+    saver: dict[str, Any] = {
+        "image_encoder": image_encoder,
+        "text_encoder": text_encoder,
+        "image_encoder_id": getattr(ienc, "encoder_id", None),
+        "text_encoder_id": getattr(tenc, "encoder_id", None),
+        "specs": specs,
+        "templates": settings.templates,
+    }
+    if settings.save_fold_models:
+        for setting, per in fold_models.items():
+            for fold, models in zip(folds, per, strict=True):
+                save_zeroshot_model(
+                    out / "models" / f"{setting}-fold{fold.index}",
+                    models[method],
+                    seen_classes=fold.seen,
+                    unseen_classes=fold.unseen,
+                    extra={"fold": fold.index, "captions": setting, "method": method},
+                    **saver,
+                )
     metrics = build_metrics(results, settings, folds, folder.classes, image_encoder, text_encoder)
+    metrics["method"] = method
+    metrics["selection"] = picked
+    metrics["zsl"] = results[metrics["captions"]][method]["zsl"]
+    metrics["gzsl"] = results[metrics["captions"]][method]["gzsl"]
+    metrics["baselines"] = {
+        k: v for k, v in results[metrics["captions"]].items() if k not in (method, "per_fold")
+    }
     if settings.final_model:
         primary = metrics["captions"]
         say(
-            f"final model on all {len(folder.classes)} classes ({primary} captions) -> {out / 'model'}"
+            f"final model ({method}) on all {len(folder.classes)} classes ({primary} captions)"
+            f" -> {out / 'model'}"
         )
-        head = train_final_head(features[primary], rels_by_class, class_emb, settings)
+        scorer, final = train_final_model(
+            features[primary], rels_by_class, class_emb, settings, method
+        )
         save_zeroshot_model(
             out / "model",
-            head,
+            scorer,
             seen_classes=folder.classes,
-            image_encoder=image_encoder,
-            text_encoder=text_encoder,
-            image_encoder_id=getattr(ienc, "encoder_id", None),
-            text_encoder_id=getattr(tenc, "encoder_id", None),
-            specs=specs,
-            templates=settings.templates,
-            extra={"captions": primary, "trained_on": "all classes", "model": settings.model},
-            caption_source=caption_source,
+            extra={"captions": primary, "trained_on": "all classes", "method": method, **final},
+            **saver,
         )
         metrics["model_dir"] = str(out / "model")
+        metrics["final_model"] = final
     write_metrics(out, metrics)
     say(metrics_markdown(metrics))
     return metrics
@@ -382,16 +474,16 @@ def build_metrics(
     image_encoder: str,
     text_encoder: str,
 ) -> dict[str, Any]:
-    """The metrics.json layout: the head's numbers at the top level (raw captions when run),
-    ``baselines`` beside them, and each caption setting in full under ``settings``."""
+    """The metrics.json layout: each caption setting in full under ``settings`` (run_zeroshot then puts
+    the picked method's numbers at the top level, raw captions when run, ``baselines`` beside them)."""
     primary = "raw" if "raw" in results else next(iter(results))
     top = results[primary]
     return {
         "format": "skyfuse-zeroshot-metrics/1",
         "captions": primary,
-        "zsl": top["head"]["zsl"],
-        "gzsl": top["head"]["gzsl"],
-        "baselines": {k: v for k, v in top.items() if k not in ("head", "per_fold")},
+        "zsl": top["caption_only"]["zsl"],
+        "gzsl": top["caption_only"]["gzsl"],
+        "baselines": {k: v for k, v in top.items() if k != "per_fold"},
         "settings": {
             k: {m: v for m, v in r.items() if m != "per_fold"} for k, r in results.items()
         },

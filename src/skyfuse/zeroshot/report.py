@@ -15,9 +15,11 @@ COLUMNS = (
     ("gzsl", "h", "GZSL H"),
 )
 METHOD_NAMES = {
-    "head": "semantic head",
-    "caption_only": "caption-only",
-    "head_plus_caption": "head + caption-only (score sum)",
+    "aligned": "aligned image side (LiT + class objective)",
+    "aligned_plus_caption": "aligned image side + caption (weighted)",
+    "head": "fusion semantic head",
+    "caption_only": "caption-only (untrained)",
+    "head_plus_caption": "fusion head + caption-only (score sum)",
     "clip": "CLIP",
 }
 
@@ -27,8 +29,9 @@ def _cell(stat: Mapping[str, Any]) -> str:
 
 
 def metrics_markdown(metrics: Mapping[str, Any]) -> str:
-    """One row per caption setting and method."""
+    """One row per caption setting and method; the picked method is marked, with why."""
     cfg = metrics.get("config", {})
+    picked = metrics.get("method")
     lines = [
         f"Zero-shot, model `{cfg.get('model', '?')}`, {len(metrics.get('folds', []))} fold(s),"
         f" unseen fraction {cfg.get('unseen', '?')}, seed {cfg.get('seed', '?')}"
@@ -39,9 +42,20 @@ def metrics_markdown(metrics: Mapping[str, Any]) -> str:
     ]
     for setting, methods in metrics["settings"].items():
         for method, groups in methods.items():
+            if not (isinstance(groups, Mapping) and "zsl" in groups):
+                continue
             cells = [_cell(groups[g][k]) for g, k, _ in COLUMNS]
             name = METHOD_NAMES.get(method, method)
+            if method == picked:
+                name = f"**{name}** (picked)"
             lines.append(f"| {setting} | {name} | " + " | ".join(cells) + " |")
+    if picked:
+        why = (metrics.get("selection") or {}).get("why", "")
+        lines += [
+            "",
+            f"Picked: `{picked}` ({METHOD_NAMES.get(picked, picked)}): {why}. GZSL rows of trained"
+            " methods use calibrated stacking (seen-class offset chosen on validation classes).",
+        ]
     return "\n".join(lines) + "\n"
 
 
