@@ -106,3 +106,24 @@ def test_same_kind_compares_model_prompt_and_version() -> None:
     assert not same_kind(vlm, source_of_captioner(Fake(), paper))
     assert not same_kind(CaptionSource(), attrs)  # unknown matches nothing
     assert CaptionSource.from_dict(None).kind == "unknown"
+
+
+def test_zeroshot_bundles_record_the_source_too(tmp_path: Path) -> None:
+    import torch
+
+    from skyfuse.training.bundle import read_manifest
+    from skyfuse.zeroshot import aligned as al
+    from skyfuse.zeroshot.model import save_zeroshot_model
+
+    choice = al.Choice(0.5, 0.1, 5, 0.6, True, 0.3, 0.7, 0.6)
+    scorer = al.AlignedScorer(al.AlignedMap(8, 16), torch.randn(16), choice)
+    src = CaptionSource(kind="files", file="rsicd.json").to_dict()
+    out = save_zeroshot_model(
+        tmp_path / "zs",
+        scorer,
+        seen_classes=["a", "b"],
+        image_encoder="i",
+        text_encoder="t",
+        caption_source=src,
+    )
+    assert read_manifest(out)["caption_source"] == src

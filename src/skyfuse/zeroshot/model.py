@@ -69,7 +69,7 @@ def save_zeroshot_model(
         **(extra or {}),
     }
     if isinstance(head, AlignedScorer):
-        return _save_aligned(Path(out_dir), head, meta, prompt_id)
+        return _save_aligned(Path(out_dir), head, meta, prompt_id, caption_source)
     cfg = head.fusion.config
     meta.update(
         logit_scale=float(head.scale.item()),
@@ -101,7 +101,11 @@ def _aligned_config(scorer: AlignedScorer) -> dict[str, Any]:
 
 
 def _save_aligned(
-    out_dir: Path, scorer: AlignedScorer, meta: dict[str, Any], prompt_id: str | None
+    out_dir: Path,
+    scorer: AlignedScorer,
+    meta: dict[str, Any],
+    prompt_id: str | None,
+    caption_source: Mapping[str, Any] | None = None,
 ) -> Path:
     """The bundle layout for an aligned scorer, written to a temporary folder and renamed."""
     import json
@@ -121,6 +125,7 @@ def _save_aligned(
         "image_encoder": meta.get("image_encoder_id") or meta["image_encoder_name"],
         "text_encoder": meta.get("text_encoder_id") or meta["text_encoder_name"],
         "prompt_id": prompt_id,
+        "caption_source": dict(caption_source) if caption_source is not None else None,
         "extra": meta,
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -423,6 +423,7 @@ def run_zeroshot(
         "text_encoder_id": getattr(tenc, "encoder_id", None),
         "specs": specs,
         "templates": settings.templates,
+        "caption_source": caption_source,
     }
     if settings.save_fold_models:
         for setting, per in fold_models.items():
