@@ -62,7 +62,10 @@ def _split(features: Features, seed: int) -> Split:
 def _train(features: Features, out: Path, seed: int, **kw: Any) -> dict[str, Any]:
     from skyfuse.training.run import run_training
 
-    cfg = TrainConfig(epochs=kw.pop("epochs", 2), batch_size=16, seed=seed, accelerator="cpu")
+    settings: dict[str, Any] = {"epochs": kw.pop("epochs", 2), "batch_size": 16, "seed": seed}
+    if "selection" in TrainConfig.model_fields:  # the select phase (val), whatever the default
+        settings["selection"] = "val"
+    cfg = TrainConfig(**settings, accelerator="cpu")
     return run_training(
         features, _split(features, seed), model="concat", cfg=cfg, out_dir=out,
         image_encoder="img@1", text_encoder="txt@1", fusion={"width": 16, "heads": 2},
