@@ -257,6 +257,7 @@ def test_train_resumes_only_the_same_run(env: dict[str, Path]) -> None:
     assert "holds a different run" in line and "train_config.seed: 0 -> 1" in line
     assert "--force" in line and "Traceback" not in other.output
     assert not (out / "metrics.json").exists()
+    assert json.loads((out / "split.json").read_text())["seed"] == 0  # the record stays seed 0's
     forced = runner.invoke(app, [*base, "--seed", "1", "--force", *_common(env)])
     assert forced.exit_code == 0, forced.output
     assert json.loads((out / "metrics.json").read_text())["seed"] == 1

@@ -277,7 +277,6 @@ def _train(
     force: bool = False,
 ) -> dict[str, Any]:
     from skyfuse.training import prepare
-    from skyfuse.training.distributed import is_rank_zero
     from skyfuse.training.runfolder import captions_digest
 
     folder = prepare.open_folder(path)
@@ -290,9 +289,6 @@ def _train(
         seed=seed,
     )
     caps = prepare.resolve_captions(folder, captions)
-    if is_rank_zero():  # DDP workers re-run this command; only rank 0 writes the run folder
-        out.mkdir(parents=True, exist_ok=True)
-        split.save(out / "split.json")
     if cfg.finetune:
         from skyfuse.training.finetune import run_finetune
 

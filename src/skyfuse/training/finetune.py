@@ -242,7 +242,7 @@ def run_finetune(
         captions=captions_digest(captions, [*split.train, *split.val, *split.test]),
         extra={"input_pipeline": "pixel-cache" if pixel_cache else "decode"},
     )
-    if open_run(out_dir, fingerprint, force=force) == "done":
+    if open_run(out_dir, fingerprint, force=force, split=split) == "done":
         raise ConfigError(
             f"{out_dir}: holds a finished run (metrics.json); pass --force to retrain or choose another --out"
         )

@@ -83,7 +83,7 @@ def run_training(
             fusion=fcfg.to_dict(),
             captions=captions_digest,
         )
-        if open_run(out_dir, fingerprint, force=force) == "done":
+        if open_run(out_dir, fingerprint, force=force, split=split) == "done":
             if skip_finished:
                 loaded: dict[str, Any] = json.loads(
                     (out_dir / METRICS_FILE).read_text(encoding="utf-8")

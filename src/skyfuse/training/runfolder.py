@@ -38,6 +38,7 @@ RUN_OUTPUTS = (
     "confusion.png",
     "confusion.json",
     "model",
+    "split.json",
     RUN_FILE,
 )
 
@@ -174,6 +175,7 @@ def open_run(
     *,
     force: bool = False,
     flag: str = "--force",
+    split: Any = None,
 ) -> RunState:
     """Claim ``run_dir`` for the run ``fingerprint`` describes, and say what it holds.
 
@@ -183,6 +185,8 @@ def open_run(
     - ``"done"``: a finished run (``metrics.json``) with the same fingerprint.
     A folder holding a different run, or a run without a fingerprint (an older skyfuse), raises
     `RunMismatchError` with one line naming what differs. Ranks other than 0 only read.
+    A `split` (with ``save``) is written to ``split.json`` once the folder is claimed (new or
+    resumed), never over the record of another run.
     """
     from skyfuse.reports.tables import write_atomic
 
@@ -203,6 +207,8 @@ def open_run(
                     f"{run_dir}: holds a different run ({'; '.join(diff[:3])}{more});"
                     f" pass {flag} to start afresh or choose another output folder"
                 )
+            if not done:
+                _save_split(run_dir, split)
             return "done" if done else "resume"
         if _has_run(run_dir):
             raise RunMismatchError(
@@ -212,4 +218,10 @@ def open_run(
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / RUN_FILE, json.dumps({"fingerprint": fp}, indent=1) + "\n")
+    _save_split(run_dir, split)
     return "new"
+
+
+def _save_split(run_dir: Path, split: Any) -> None:
+    if split is not None and hasattr(split, "save"):
+        split.save(run_dir / "split.json")
