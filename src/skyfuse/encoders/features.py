@@ -62,7 +62,9 @@ class FeatureSet:
     text_encoder_id: str
     skipped: dict[str, str] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
-    image_views: Any = None  # `skyfuse.encoders.views.ViewTokens` when dihedral views were extracted
+    image_views: Any = (
+        None  # `skyfuse.encoders.views.ViewTokens` when dihedral views were extracted
+    )
 
     def __len__(self) -> int:
         return len(self.rels)
