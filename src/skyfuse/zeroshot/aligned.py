@@ -50,7 +50,9 @@ class AlignConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: tuple[int, ...] = Field((5, 10, 20, 40), description="epoch counts tried (checkpoints)")
+    epochs: tuple[int, ...] = Field(
+        (1, 2, 3, 5, 10, 20), description="epoch counts tried (checkpoints of one run)"
+    )
     caption_weights: tuple[float, ...] = Field(
         (0.0, 0.5, 1.0), description="weights of the caption InfoNCE vs the class objective tried"
     )
@@ -69,10 +71,10 @@ class AlignConfig(BaseModel):
     )
     fuse_caption: bool = Field(False, description="feed the caption vector to the map as well")
     hidden: int = Field(0, ge=0, description="hidden width of the map (0 = linear)")
-    dropout: float = Field(0.1, ge=0, lt=1, description="input dropout")
-    lr: float = Field(2e-3, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1, description="input dropout")
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    batch_size: int = Field(128, ge=2)
+    batch_size: int = Field(256, ge=2)
     val_classes: float = Field(
         0.25, gt=0, lt=1, description="fraction of seen classes held out per inner split"
     )
@@ -158,11 +160,11 @@ class AlignedMap(nn.Module):
     mean: Tensor
     std: Tensor
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 0, dropout: float = 0.1) -> None:
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
-        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
         if hidden:
             layers += [nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)]
         else:

@@ -97,6 +97,9 @@ def _aligned_config(scorer: AlignedScorer) -> dict[str, Any]:
         "out_dim": int(linears[-1].out_features),
         "hidden": int(linears[0].out_features) if len(linears) > 1 else 0,
         "fuse_caption": bool(scorer.fuse_caption),
+        "dropout": max(
+            [float(m.p) for m in scorer.image_map.net if isinstance(m, torch.nn.Dropout)] or [0.0]
+        ),
     }
 
 
@@ -152,7 +155,12 @@ def _load_aligned(model_dir: Path, data: dict[str, Any]) -> AlignedScorer:
     try:
         choice = Choice(**meta["choice"])
         scorer = AlignedScorer(
-            AlignedMap(int(cfg["in_dim"]), int(cfg["out_dim"]), int(cfg.get("hidden", 0))),
+            AlignedMap(
+                int(cfg["in_dim"]),
+                int(cfg["out_dim"]),
+                int(cfg.get("hidden", 0)),
+                float(cfg.get("dropout", 0.0)),
+            ),
             torch.zeros(int(cfg["out_dim"])),
             choice,
             fuse_caption=bool(cfg.get("fuse_caption", False)),
