@@ -104,8 +104,9 @@ def test_gamma_is_the_validation_optimum() -> None:
     def h(gamma: float) -> float:
         vals = []
         for s in splits:
+            cap = s.caption[ch.centre_caption]
             scores = al.calibrate(
-                al.combine(s.image[key][1], s.caption[ch.centre_caption][1], ch.alpha),
+                al.combine(s.image[key][1], cap[1], ch.alpha, cap[3], ch.text_weight),
                 len(s.train_classes),
                 gamma,
             )
@@ -147,8 +148,8 @@ def test_scorer_round_trip_and_calibrated_prediction(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     image_map = al.AlignedMap(8, 16)
-    choice = al.Choice(0.5, 0.1, 5, 0.6, True, 0.3, 0.7, 0.6)
-    scorer = al.AlignedScorer(image_map, torch.randn(16), choice)
+    choice = al.Choice(0.5, 0.1, 5, 0.6, True, 0.3, 0.7, 0.6, text_weight=0.2)
+    scorer = al.AlignedScorer(image_map, torch.randn(16), choice, text_map=torch.randn(16, 16))
     out = save_zeroshot_model(
         tmp_path / "zs",
         scorer,

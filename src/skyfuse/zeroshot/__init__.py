@@ -1,11 +1,12 @@
 """Zero-shot classification of classes never seen in training.
 
     >>> from skyfuse.zeroshot import load_zeroshot_model
-    >>> zs = load_zeroshot_model("runs/zs/models/raw-fold0")
+    >>> zs = load_zeroshot_model("runs/zs/model")
     >>> zs.predict(images, captions, ["golf course", "helipad"], top_k=2)
 
 Modules: `classes` (names, descriptions, templates), `embeddings` (class embeddings), `folds`
-(seen/unseen splits), `head` / `task` (the semantic head and its training), `baselines`, `metrics`,
+(seen/unseen splits), `aligned` (the trained candidates and their class-disjoint validation),
+`head` / `task` (the older fusion semantic head and its training), `baselines`, `metrics`,
 `protocol` (the end-to-end run), `model` (bundles), `report` (metrics.json / markdown).
 Heavy modules load on first attribute access.
 """
@@ -24,6 +25,8 @@ _EXPORTS = {
     "ZeroShotFold": "folds",
     "make_folds": "folds",
     "class_folds": "folds",
+    "AlignConfig": "aligned",
+    "AlignedScorer": "aligned",
     "SemanticHead": "head",
     "HeadTrainConfig": "task",
     "train_semantic_head": "task",

@@ -7,7 +7,8 @@ the frozen text encoder's sentence space by a small model trained with two objec
   concepts that no training class name uses;
 - class cross-entropy against the seen classes' embeddings (DeViSE-style).
 ``caption_weight`` mixes the two (1 = captions only). Scores against any class are cosines; the
-**ensemble** adds the untrained caption score, ``s = alpha * image-side + (1 - alpha) * caption``, and
+**ensemble** adds the untrained caption score, ``s = alpha * image-side + (1 - alpha) * caption``
+(plus, with weight ``text_weight``, a caption-side ridge map trained with the class objective), and
 **calibrated stacking** (Chao et al., 2016) subtracts ``gamma`` from every seen class's score in the
 generalised setting.
 
@@ -69,6 +70,11 @@ class AlignConfig(BaseModel):
         (False, True),
         description="tried: subtract the mean training caption vector before the caption score",
     )
+    text_weights: tuple[float, ...] = Field(
+        (0.0, 0.1, 0.2, 0.3),
+        description="tried: weight of the caption-side map's score in the ensemble (0 = none)",
+    )
+    text_ridge: float = Field(1.0, gt=0, description="ridge penalty of the caption-side map")
     fuse_caption: bool = Field(False, description="feed the caption vector to the map as well")
     hidden: int = Field(0, ge=0, description="hidden width of the map (0 = linear)")
     dropout: float = Field(0.0, ge=0, lt=1, description="input dropout")
@@ -257,8 +263,35 @@ def caption_scores(
     return F.normalize(caption.float(), dim=-1) @ F.normalize(class_embeddings.float(), dim=-1).T
 
 
-def combine(image: Tensor, caption: Tensor, alpha: float) -> Tensor:
-    return caption if alpha == 0 else image if alpha == 1 else alpha * image + (1 - alpha) * caption
+def combine(
+    image: Tensor, caption: Tensor, alpha: float, text: Tensor | None = None, beta: float = 0.0
+) -> Tensor:
+    """``alpha x image + beta x text + (1 - alpha - beta) x caption`` (terms with weight 0 skipped)."""
+    out = caption if alpha == 0 else image if alpha == 1 else alpha * image + (1 - alpha) * caption
+    if beta and text is not None:
+        out = out + beta * (text - caption)
+    return out
+
+
+def fit_text_map(
+    captions: Tensor, labels: Tensor, class_embeddings: Tensor, ridge: float
+) -> Tensor:
+    """(D, D) closed-form ridge map of (normalised) caption vectors onto their class embedding: a
+    caption-side map trained with the class objective, which learns which caption directions go with
+    a class."""
+    x = F.normalize(captions.float(), dim=-1)
+    y = F.normalize(class_embeddings.float(), dim=-1)[labels]
+    return torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+
+
+def text_scores(
+    caption: Tensor, text_map: Tensor, class_embeddings: Tensor, centre: Tensor | None = None
+) -> Tensor:
+    """(M, C) cosines of the mapped (optionally centred) captions against `class_embeddings`."""
+    if centre is not None:
+        caption = caption.float() - centre
+    z = F.normalize(F.normalize(caption.float(), dim=-1) @ text_map, dim=-1)
+    return z @ F.normalize(class_embeddings.float(), dim=-1).T
 
 
 def calibrate(scores: Tensor, seen: Tensor | int, gamma: float) -> Tensor:
@@ -298,6 +331,7 @@ class Choice:
     gamma: float
     val_zsl: float
     val_h: float
+    text_weight: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -321,7 +355,7 @@ class InnerSplit:
     gzsl_labels: Tensor
     gzsl_unseen: Tensor
     image: dict[tuple[float, float, int], tuple[Tensor, Tensor]]
-    caption: dict[bool, tuple[Tensor, Tensor]]
+    caption: dict[bool, tuple[Tensor, Tensor, Tensor, Tensor]]
 
 
 def validation_splits(
@@ -363,13 +397,18 @@ def validation_splits(
                         image_scores(model, gz, e_all, cfg.fuse_caption),
                     )
         mean = train.caption.mean(0)
-        caption = {
-            c: (
-                caption_scores(zsl.caption, e_va, mean if c else None),
-                caption_scores(gz.caption, e_all, mean if c else None),
+        caption = {}
+        for c in cfg.centre_caption:
+            centre = mean if c else None
+            tmap = fit_text_map(
+                train.caption - (mean if c else 0), train.labels, e_tr, cfg.text_ridge
             )
-            for c in cfg.centre_caption
-        }
+            caption[c] = (
+                caption_scores(zsl.caption, e_va, centre),
+                caption_scores(gz.caption, e_all, centre),
+                text_scores(zsl.caption, tmap, e_va, centre),
+                text_scores(gz.caption, tmap, e_all, centre),
+            )
         out.append(
             InnerSplit(
                 list(tr_cls),
@@ -385,25 +424,39 @@ def validation_splits(
 
 
 def _choose(
-    splits: Sequence[InnerSplit], cfg: AlignConfig, alphas: Sequence[float], centres: Sequence[bool]
+    splits: Sequence[InnerSplit],
+    cfg: AlignConfig,
+    alphas: Sequence[float],
+    centres: Sequence[bool],
+    betas: Sequence[float] = (0.0,),
 ) -> tuple[Choice, dict[tuple[Any, ...], float]]:
     table: dict[tuple[Any, ...], float] = {}
     for key in splits[0].image:
         for centre in centres:
             for a in alphas:
-                accs = [
-                    per_class_topk(combine(s.image[key][0], s.caption[centre][0], a), s.zsl_labels)
-                    for s in splits
-                ]
-                table[(*key, a, centre)] = sum(accs) / len(accs)
+                for b in betas:
+                    if a + b > 1 + 1e-9:
+                        continue
+                    accs = [
+                        per_class_topk(
+                            combine(
+                                s.image[key][0], s.caption[centre][0], a, s.caption[centre][2], b
+                            ),
+                            s.zsl_labels,
+                        )
+                        for s in splits
+                    ]
+                    table[(*key, a, centre, b)] = sum(accs) / len(accs)
     # ties: fewer epochs, then the order of the grids
     best = max(table, key=lambda k: (round(table[k], 6), -k[2]))
-    cw, tau, ep, a, centre = best
+    cw, tau, ep, a, centre, b = best
     hs = {
         g: sum(
             _gzsl_h(
                 calibrate(
-                    combine(s.image[(cw, tau, ep)][1], s.caption[centre][1], a),
+                    combine(
+                        s.image[(cw, tau, ep)][1], s.caption[centre][1], a, s.caption[centre][3], b
+                    ),
                     len(s.train_classes),
                     g,
                 ),
@@ -416,7 +469,7 @@ def _choose(
         for g in cfg.gammas
     }
     gamma = max(hs, key=lambda g: (round(hs[g], 6), -abs(g)))
-    return Choice(cw, tau, ep, a, centre, gamma, table[best], hs[gamma]), table
+    return Choice(cw, tau, ep, a, centre, gamma, table[best], hs[gamma], b), table
 
 
 def select(
@@ -436,7 +489,7 @@ def select(
     centres = [c for c in cfg.centre_caption] or [False]
     image_only, t1 = _choose(splits, cfg, [1.0], [False] if False in centres else centres[:1])
     mix = [a for a in cfg.alphas if a < 1] or [1.0]
-    ensemble, t2 = _choose(splits, cfg, mix, centres)
+    ensemble, t2 = _choose(splits, cfg, mix, centres, cfg.text_weights or (0.0,))
     log = {
         "val_classes": [s.val_classes for s in splits],
         "caption_only_val_zsl": sum(
@@ -452,6 +505,7 @@ def select(
                 "epochs": k[2],
                 "alpha": k[3],
                 "centre_caption": k[4],
+                "text_weight": k[5],
                 "val_zsl": v,
             }
             for k, v in {**t1, **t2}.items()
@@ -477,6 +531,7 @@ class AlignedScorer(nn.Module):
     """
 
     caption_mean: Tensor
+    text_map: Tensor
 
     def __init__(
         self,
@@ -485,10 +540,15 @@ class AlignedScorer(nn.Module):
         choice: Choice,
         *,
         fuse_caption: bool = False,
+        text_map: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.image_map = image_map
+        d = caption_mean.shape[0]
         self.register_buffer("caption_mean", caption_mean.float().clone())
+        self.register_buffer(
+            "text_map", torch.zeros(d, d) if text_map is None else text_map.float().clone()
+        )
         self.choice = choice
         self.fuse_caption = fuse_caption
 
@@ -504,8 +564,8 @@ class AlignedScorer(nn.Module):
         class_embeddings: Tensor,
         seen: Tensor | None = None,
     ) -> Tensor:
-        """(M, C) scores: alpha x image-side cosine + (1 - alpha) x caption cosine, minus gamma for
-        seen classes when `seen` is given."""
+        """(M, C) scores: alpha x image-side cosine + beta x caption-side map cosine + the rest x
+        caption cosine, minus gamma for seen classes when `seen` is given."""
         self.eval()
         a = self.choice.alpha
         cap_vec = None if caption is None else F.normalize(caption.float(), dim=-1)
@@ -518,10 +578,14 @@ class AlignedScorer(nn.Module):
             )
             img = image_scores(self.image_map, rows, class_embeddings, self.fuse_caption)
         cap = torch.zeros_like(img)
+        text = None
+        b = self.choice.text_weight
         if a < 1 and cap_vec is not None:
             centre = self.caption_mean if self.choice.centre_caption else None
             cap = caption_scores(cap_vec, class_embeddings, centre)
-        s = combine(img, cap, a)
+            if b:
+                text = text_scores(cap_vec, self.text_map, class_embeddings, centre)
+        s = combine(img, cap, a, text, b)
         return s if seen is None else calibrate(s, seen, self.choice.gamma)
 
 
@@ -534,17 +598,22 @@ def fit(
     *,
     seed: int = 0,
 ) -> AlignedScorer:
-    """Refit the map on every seen-class row with the chosen settings."""
+    """Refit the map (and the caption-side map) on every seen-class row with the chosen settings."""
     one = cfg.model_copy(update={"epochs": (choice.epochs,)})
+    emb = torch.stack([class_emb[c] for c in seen])
     model, _ = train_map(
         rows,
-        torch.stack([class_emb[c] for c in seen]),
+        emb,
         caption_weight=choice.caption_weight,
         temperature=choice.temperature,
         cfg=one,
         seed=seed,
     )
-    return AlignedScorer(model, rows.caption.mean(0), choice, fuse_caption=cfg.fuse_caption)
+    mean = rows.caption.mean(0)
+    text_map = fit_text_map(
+        rows.caption - (mean if choice.centre_caption else 0), rows.labels, emb, cfg.text_ridge
+    )
+    return AlignedScorer(model, mean, choice, fuse_caption=cfg.fuse_caption, text_map=text_map)
 
 
 def holdout_mask(rows: PooledRows, holdout_rels: Sequence[str]) -> Tensor:

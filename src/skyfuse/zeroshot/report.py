@@ -33,7 +33,9 @@ def metrics_markdown(metrics: Mapping[str, Any]) -> str:
     cfg = metrics.get("config", {})
     picked = metrics.get("method")
     lines = [
-        f"Zero-shot, model `{cfg.get('model', '?')}`, {len(metrics.get('folds', []))} fold(s),"
+        "Zero-shot"
+        + (f", fusion head `{cfg.get('model', '?')}`" if cfg.get("fusion_head") else "")
+        + f", {len(metrics.get('folds', []))} fold(s),"
         f" unseen fraction {cfg.get('unseen', '?')}, seed {cfg.get('seed', '?')}"
         " (per-class accuracy %, mean ± std over folds)",
         "",
