@@ -115,6 +115,13 @@ def test_run_zeroshot_writes_metrics_folds_and_model(
     top = zs.predict([img], ["sand by the sea"], ["beach", "helipad", "golf course"], top_k=3)[0]
     assert {n for n, _ in top} == {"beach", "helipad", "golf course"}
     assert sum(p for _, p in top) == pytest.approx(1.0, abs=1e-5)
+    # `skyfuse predict --classes` goes through the same model: same method, calibration, ranking
+    from skyfuse.inference import load_predictor
+
+    pred = load_predictor(tmp_path / "out" / "model", classes=["beach", "helipad", "golf course"])
+    got = pred.predict([img], ["sand by the sea"], top_k=3)[0].top_k
+    assert [p.label for p in got] == [n for n, _ in top]
+    assert [p.prob for p in got] == pytest.approx([p for _, p in top], abs=1e-6)
 
 
 def test_missing_captions_and_bad_settings(world: dict[str, Path], tmp_path: Path) -> None:
