@@ -34,6 +34,7 @@ def _run_row(model: str, seed: int, metrics: Mapping[str, Any], seconds: float) 
         "aa": float(test["aa"]),
         "kappa": float(test["kappa"]),
         "seconds": round(float(seconds), 2),
+        **{f"entropy {k}": float(v) for k, v in (test.get("attention_entropy") or {}).items()},
     }
 
 
