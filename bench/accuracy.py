@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--models", default="image,text,concat,dual")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--views", type=int, default=8, help="dihedral views (1 = off)")
+    ap.add_argument("--selection", default="fixed", choices=["fixed", "val"])
+    ap.add_argument("--no-linear-path", action="store_true")
     ap.add_argument("--patience", type=int, default=8)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--levels", type=int, default=2)
@@ -104,17 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     folder = SceneFolder(root)
     caps = _captions(args.experiment, folder, args.work)
-    features = extract(folder, caps, cache_dir=args.work / "cache", show_progress=False)
+    features = extract(
+        folder, caps, cache_dir=args.work / "cache", show_progress=False, views=args.views
+    )
     t_feat = time.perf_counter() - t0
     split_name = args.protocol or f"train{args.train}"
     out = args.work / "runs" / f"{args.experiment}-{split_name}{'-' + args.tag if args.tag else ''}"
-    cfg = TrainConfig(epochs=args.epochs, patience=args.patience, refit=args.refit)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        patience=args.patience,
+        refit=args.refit,
+        views=args.views,
+        selection=args.selection,
+    )
     fusion = {
         "width": args.width,
         "levels": args.levels,
         "shortcut": not args.no_shortcut,
         "dropout": args.dropout,
         "token_drop": args.token_drop,
+        "linear_path": not args.no_linear_path,
     }
 
     def on_run(row: dict[str, Any]) -> None:

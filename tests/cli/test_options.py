@@ -38,7 +38,7 @@ SHARED: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
     "protocol": (options.ProtocolOpt, None, TRAIN_BENCH),
     "train_ratio": (options.TrainRatioOpt, None, TRAIN_BENCH),
     "val": (options.ValOpt, 0.1, TRAIN_BENCH),
-    "epochs": (options.EpochsOpt, 40, TRAIN_BENCH),
+    "epochs": (options.EpochsOpt, 30, TRAIN_BENCH),
     "lr": (options.LrOpt, 1e-3, TRAIN_BENCH),
     "batch_size": (options.BatchSizeOpt, 64, TRAIN_BENCH),
     "patience": (options.PatienceOpt, 10, TRAIN_BENCH),
@@ -49,6 +49,9 @@ SHARED: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
     "dropout": (options.DropoutOpt, 0.1, TRAIN_BENCH),
     "shortcut": (options.ShortcutOpt, True, TRAIN_BENCH),
     "token_drop": (options.TokenDropOpt, 0.0, TRAIN_BENCH),
+    "views": (options.ViewsOpt, 8, TRAIN_BENCH),
+    "selection": (options.SelectionOpt, "fixed", TRAIN_BENCH),
+    "linear_path": (options.LinearPathOpt, True, TRAIN_BENCH),
 }
 
 #: what a user sees of a parameter, besides its position in --help

@@ -94,3 +94,12 @@ def test_extract_views_caches_each_view_and_aligns_rows(
     torch.testing.assert_close(again.image_views.tokens[2], views.tokens[2])
     sub = fs.subset(fs.rels[::-1])
     torch.testing.assert_close(sub.image_views.tokens[3][0], views.tokens[3][-1])
+
+
+def test_views_that_cannot_fit_in_memory_are_refused_before_extraction() -> None:
+    from skyfuse.encoders.views import check_view_memory
+
+    tokens = torch.zeros(10, 4, 8, dtype=torch.float16)
+    check_view_memory(tokens, 8)  # a few kB: fine
+    with pytest.raises(ConfigError, match="--views 8 needs about"):
+        check_view_memory(tokens, 8, share=1e-12)

@@ -101,6 +101,8 @@ def _check_ddp_run(env: dict[str, Path], out: str, one: dict[str, Any], two: dic
     s1, s2 = one["training"]["schedule"], two["training"]["schedule"]
     assert s1["world_size"] == 1 and s2["world_size"] == 2
     n_train = two["split"]["train"]
+    if two.get("mode") != "finetune" and two["train_config"]["selection"] == "fixed":
+        n_train += two["split"]["val"]  # the default recipe trains on train + val
     assert s2["steps_per_epoch"] == steps_per_process(n_train, 4, 2) == s1["steps_per_epoch"]
     assert s2["optimizer_steps"] == s2["steps_per_epoch"] * two["training"]["epochs_run"]
     cfg = TrainConfig(**two["train_config"])

@@ -127,7 +127,24 @@ ViewsOpt = Annotated[
     typer.Option(
         "--views",
         help="Dihedral views of each image for frozen features: 1 (off), 2, 4 or 8 (every rotation"
-        " and flip, each cached); training draws one per sample, evaluation averages all.",
+        " and flip, each cached); training draws one per sample, evaluation averages all"
+        " (--finetune augments pixels instead).",
+    ),
+]
+SelectionOpt = Annotated[
+    str,
+    typer.Option(
+        "--selection",
+        help="fixed: train on train+val for exactly --epochs (no choice rests on a small val split);"
+        " val: early stopping on val (with --refit, retrain on train+val for the chosen count).",
+    ),
+]
+LinearPathOpt = Annotated[
+    bool,
+    typer.Option(
+        "--linear-path/--no-linear-path",
+        help="Add a linear map of the pooled inputs to the logits (the probe inside the model),"
+        " which the fusion corrects (frozen features; --finetune trains without it).",
     ),
 ]
 
@@ -141,6 +158,7 @@ __all__ = [
     "HeadsOpt",
     "ImageEncoderOpt",
     "LevelsOpt",
+    "LinearPathOpt",
     "LrOpt",
     "ModelOpt",
     "PatienceOpt",
@@ -148,6 +166,7 @@ __all__ = [
     "RefitOpt",
     "ScenePathArg",
     "SeedOpt",
+    "SelectionOpt",
     "ShortcutOpt",
     "TextEncoderOpt",
     "TokenDropOpt",

@@ -19,6 +19,7 @@ from skyfuse.cli.options import (
     HeadsOpt,
     ImageEncoderOpt,
     LevelsOpt,
+    LinearPathOpt,
     LrOpt,
     ModelOpt,
     PatienceOpt,
@@ -26,6 +27,7 @@ from skyfuse.cli.options import (
     RefitOpt,
     ScenePathArg,
     SeedOpt,
+    SelectionOpt,
     ShortcutOpt,
     TextEncoderOpt,
     TokenDropOpt,
@@ -44,8 +46,10 @@ def _fusion(
     shortcut: bool,
     shared: bool,
     token_drop: float = 0.0,
+    linear_path: bool = True,
 ) -> dict[str, Any]:
     return {
+        "linear_path": linear_path,
         "width": width,
         "heads": heads,
         "levels": levels,
@@ -124,7 +128,7 @@ def train(
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run folder: metrics.json, report.md, confusion.png, model/."
     ),
-    epochs: EpochsOpt = 40,
+    epochs: EpochsOpt = 30,
     lr: LrOpt = 1e-3,
     batch_size: BatchSizeOpt = 64,
     weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
@@ -140,13 +144,15 @@ def train(
         "val_loss", "--monitor", help="Selection metric on val: val_loss or val_acc."
     ),
     refit: RefitOpt = False,
+    selection: SelectionOpt = "fixed",
     width: WidthOpt = 128,
     heads: HeadsOpt = 4,
     levels: LevelsOpt = 2,
     dropout: DropoutOpt = 0.1,
     token_drop: TokenDropOpt = 0.0,
-    views: ViewsOpt = 1,
+    views: ViewsOpt = 8,
     shortcut: ShortcutOpt = True,
+    linear_path: LinearPathOpt = True,
     shared_weights: bool = typer.Option(
         False, "--shared-weights", help="One set of fusion weights for every level (the paper's)."
     ),
@@ -211,6 +217,7 @@ def train(
         patience=patience,
         monitor=monitor,
         refit=refit,
+        selection=selection,
         seed=seed,
         finetune=finetune,
         augment=augment,
@@ -222,7 +229,9 @@ def train(
         num_workers=workers,
         views=views,
     )
-    fusion = _fusion(width, heads, levels, dropout, shortcut, shared_weights, token_drop)
+    fusion = _fusion(
+        width, heads, levels, dropout, shortcut, shared_weights, token_drop, linear_path
+    )
     try:
         result = _train(
             path,
@@ -289,7 +298,7 @@ def _train(
         seed=seed,
     )
     caps = prepare.resolve_captions(folder, captions)
-    if cfg.finetune:
+    if cfg.finetune:  # the paper's setting: the frozen-feature recipe (linear path) does not apply
         from skyfuse.training.finetune import run_finetune
 
         return run_finetune(
@@ -298,7 +307,7 @@ def _train(
             caps.texts,
             model=model,
             cfg=cfg,
-            fusion=fusion,
+            fusion={**fusion, "linear_path": False},
             out_dir=out,
             image_encoder=image_encoder,
             text_encoder=text_encoder,
@@ -535,18 +544,20 @@ def bench(
         "--probes/--no-probes",
         help="Add logistic-regression probes on pooled features (image, text, image+text).",
     ),
-    epochs: EpochsOpt = 40,
+    epochs: EpochsOpt = 30,
     lr: LrOpt = 1e-3,
     batch_size: BatchSizeOpt = 64,
     patience: PatienceOpt = 10,
     refit: RefitOpt = False,
+    selection: SelectionOpt = "fixed",
     width: WidthOpt = 128,
     heads: HeadsOpt = 4,
     levels: LevelsOpt = 2,
     dropout: DropoutOpt = 0.1,
     token_drop: TokenDropOpt = 0.0,
-    views: ViewsOpt = 1,
+    views: ViewsOpt = 8,
     shortcut: ShortcutOpt = True,
+    linear_path: LinearPathOpt = True,
     image_encoder: ImageEncoderOpt = "efficientnet-lite0",
     text_encoder: TextEncoderOpt = "minilm",
     cache_dir: CacheDirOpt = None,
@@ -586,6 +597,7 @@ def bench(
         batch_size=batch_size,
         patience=patience,
         refit=refit,
+        selection=selection,
         views=views,
     )
     folder = prepare.open_folder(path)
@@ -618,7 +630,7 @@ def bench(
         train_ratio=train_ratio,
         val=val,
         cfg=cfg,
-        fusion=_fusion(width, heads, levels, dropout, shortcut, False, token_drop),
+        fusion=_fusion(width, heads, levels, dropout, shortcut, False, token_drop, linear_path),
         probes=probes,
         out_dir=out,
         image_encoder=features.image_encoder_id,

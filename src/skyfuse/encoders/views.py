@@ -12,6 +12,7 @@ The transform acts on the preprocessed square crop, so it is exact (no border, n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,9 @@ def extract_views(
     from skyfuse.encoders.features import extract_features
 
     order = parse_views(views)
-    sets = [
-        extract_features(
+
+    def one(v: int) -> Any:
+        return extract_features(
             samples,
             captions,
             ViewEncoder(image_encoder, v) if v else image_encoder,
@@ -121,8 +123,10 @@ def extract_views(
             device=device,
             show_progress=show_progress,
         )
-        for v in order
-    ]
+
+    first = one(order[0])
+    check_view_memory(first.image_tokens, len(order))
+    sets = [first, *(one(v) for v in order[1:])]
     base = sets[0]
     common = set(base.rels).intersection(*(s.rels for s in sets[1:]))
     if len(common) < len(base.rels):
@@ -136,6 +140,26 @@ def extract_views(
     )
     base.image_encoder_id = image_encoder.encoder_id
     return base
+
+
+def check_view_memory(tokens: torch.Tensor, views: int, share: float = 0.6) -> None:
+    """Refuse before extracting views that would not fit in memory (they live in RAM in training).
+
+    Training holds the views of the whole set twice (the feature set and the split's tensors), so
+    the estimate is 2 x views x the size of one view's tokens, against ``share`` of physical memory.
+    """
+    need = 2 * views * tokens.numel() * tokens.element_size()
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if total > 0 and need > share * total:
+        gib = 1024**3
+        raise ConfigError(
+            f"--views {views} needs about {need / gib:.1f} GiB for {tokens.shape[0]} images' tokens"
+            f" ({share * total / gib:.1f} GiB usable here); pass --views 2 or --views 1, or use a"
+            " machine with more memory"
+        )
 
 
 class ViewTokens:
@@ -170,6 +194,7 @@ __all__ = [
     "ViewEncoder",
     "ViewTokens",
     "apply_view",
+    "check_view_memory",
     "extract_views",
     "parse_views",
 ]

@@ -18,7 +18,9 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(40, ge=1, description="maximum epochs (the schedule's horizon)")
+    epochs: int = Field(
+        30, ge=1, description="epochs (the schedule's horizon; a maximum with val selection)"
+    )
     lr: float = Field(1e-3, gt=0, description="learning rate of the fusion network")
     encoder_lr: float = Field(1e-5, gt=0, description="learning rate of the encoders (--finetune)")
     weight_decay: float = Field(0.05, ge=0)
@@ -32,11 +34,16 @@ class TrainConfig(BaseModel):
     patience: int = Field(10, ge=1, description="early-stopping patience in epochs (on val)")
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
     refit: bool = Field(False, description="choose the epoch count on val, then refit on train+val")
+    selection: Literal["fixed", "val"] = Field(
+        "fixed",
+        description="fixed: train on train + val for exactly `epochs` epochs (the schedule decays to"
+        " its end; no early stopping); val: early stopping on the val split (optionally --refit)",
+    )
     seed: int = 0
     finetune: bool = False
     augment: bool = Field(True, description="flips and 90-degree rotations (--finetune only)")
     views: Literal[1, 2, 4, 8] = Field(
-        1,
+        8,
         description="dihedral views of each image encoded for the frozen path: training draws one"
         " per sample, evaluation averages all (1 = off, 8 = every rotation and flip)",
     )

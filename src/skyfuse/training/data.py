@@ -99,8 +99,11 @@ class TensorSet:
         idx = torch.tensor([index[r] for r in rels], dtype=torch.long)
         views = getattr(features, "image_views", None)
         stacked = None
-        if views is not None and len(views) > 1:
-            stacked = torch.stack([t.index_select(0, idx) for t in views.tokens])
+        if views is not None and len(views) > 1:  # filled view by view: no second full copy
+            first = views.tokens[0]
+            stacked = torch.empty((len(views), len(idx), *first.shape[1:]), dtype=first.dtype)
+            for v, tokens in enumerate(views.tokens):
+                torch.index_select(tokens, 0, idx, out=stacked[v])
         return cls(
             image_tokens=stacked[0] if stacked is not None else features.image_tokens[idx],
             image_mask=features.image_mask.index_select(0, idx),

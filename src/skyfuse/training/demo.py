@@ -76,11 +76,13 @@ def run_demo(
     say(f"    e.g. {folder.samples[0].rel}: {example[:150]}")
 
     t = time.perf_counter()
+    cfg = TrainConfig(epochs=epochs)  # the default recipe: 8 dihedral views, fixed schedule
     features = extract(
         folder,
         captions,
         cache_dir=cache_dir or out_dir / "feature-cache",
         show_progress=show_progress,
+        views=cfg.views,
     )
     secs["features"] = time.perf_counter() - t
     say(
@@ -89,7 +91,6 @@ def run_demo(
     )
 
     t = time.perf_counter()
-    cfg = TrainConfig(epochs=epochs, patience=5)
 
     def on_run(row: dict[str, Any]) -> None:
         say(
@@ -104,7 +105,7 @@ def run_demo(
         seeds=seeds,
         train_ratio=train_ratio,
         cfg=cfg,
-        fusion={"width": width},
+        fusion={"width": width, "linear_path": True},
         out_dir=out_dir,
         image_encoder=features.image_encoder_id,
         text_encoder=features.text_encoder_id,

@@ -55,13 +55,18 @@ def run_training(
     evaluates and writes; every rank returns the same metrics dict (``test.oa``, ``test.aa``, ...).
     """
     from skyfuse.models import FusionConfig, create_model
+    from skyfuse.training.attention_stats import attention_entropy
     from skyfuse.training.evaluate import evaluate_model
     from skyfuse.training.metrics import summary
 
     t0 = time.perf_counter()
     classes = list(split.classes)
-    train = TensorSet.from_features(features, split.train, classes)
-    val = TensorSet.from_features(features, split.val, classes) if split.val else None
+    if cfg.selection == "fixed":  # every training image trains; built once, not concatenated
+        train = TensorSet.from_features(features, [*split.train, *split.val], classes)
+        val = None
+    else:
+        train = TensorSet.from_features(features, split.train, classes)
+        val = TensorSet.from_features(features, split.val, classes) if split.val else None
     test = TensorSet.from_features(features, split.test, classes)
     fcfg = FusionConfig(
         model=model,
@@ -126,6 +131,9 @@ def run_training(
         if val is not None and outcome.refit_epochs is None:
             result["val"] = summary(evaluate_model(outcome.model, val, classes))
         result["test"] = evaluate_model(outcome.model, test, classes)
+        entropy = attention_entropy(outcome.model, test)
+        if entropy:  # cross-attention models: how far from averaging, per direction
+            result["test"]["attention_entropy"] = entropy
         result["seconds"] = round(time.perf_counter() - t0, 3)
         if out_dir is not None:
             write_run(
@@ -187,10 +195,33 @@ def write_run(
     write_atomic(out_dir / METRICS_FILE, json.dumps(result, indent=1) + "\n")
 
 
+def _training_line(result: Mapping[str, Any]) -> str:
+    """How the weights were chosen, in words."""
+    tr = result.get("training", {})
+    cfg = result.get("train_config") or {}
+    views = int(cfg.get("views", 1) or 1)
+    aug = (
+        f"; {views} dihedral views (one per sample in training, averaged at test)"
+        if views > 1
+        else ""
+    )
+    if cfg.get("selection") == "fixed":
+        head = f"- training: train+val for a fixed {tr.get('epochs_run')} epochs (no val selection)"
+    else:
+        head = (
+            f"- training: best val epoch {tr.get('best_epoch', -1) + 1} of {tr.get('epochs_run')} run"
+            + (
+                f"; refit on train+val for {tr['refit_epochs']} epochs"
+                if tr.get("refit_epochs")
+                else ""
+            )
+        )
+    return head + aug + f"; {tr.get('seconds', 0):.1f} s"
+
+
 def markdown_report(result: Mapping[str, Any]) -> str:
     """A short human summary of a run: headline numbers, protocol, training and per-class scores."""
     test = result["test"]
-    tr = result.get("training", {})
     lines = [
         f"# {result['model']} on {result.get('dataset') or 'dataset'}",
         "",
@@ -204,16 +235,13 @@ def markdown_report(result: Mapping[str, Any]) -> str:
         ),
         f"- **test OA {100 * test['oa']:.2f} %, AA {100 * test['aa']:.2f} %, kappa {test['kappa']:.4f}** "
         f"({test['n']} images, evaluated once)",
-        f"- training: best val epoch {tr.get('best_epoch', -1) + 1} of {tr.get('epochs_run')} run"
-        + (
-            f"; refit on train+val for {tr['refit_epochs']} epochs"
-            if tr.get("refit_epochs")
-            else ""
-        )
-        + f"; {tr.get('seconds', 0):.1f} s",
+        _training_line(result),
     ]
     if "val" in result:
         lines.append(f"- val OA {100 * result['val']['oa']:.2f} % (selection split)")
+    if test.get("attention_entropy"):
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in test["attention_entropy"].items())
+        lines.append(f"- cross-attention entropy / log(keys) on test: {parts} (1.0 = uniform)")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for name, pc in test["per_class"].items():
         lines.append(
