@@ -86,3 +86,27 @@ def test_encoders_built_from_the_bundle(bundle_dir: Path) -> None:
     assert alone.image_encoder.encoder_id == encoders()[0].encoder_id
     p = alone.predict([random_image(seed=9)], ["roads and roofs"], top_k=1)[0]
     assert p.top_k[0].label in CLASSES
+
+
+def test_views_average_the_dihedral_predictions_like_evaluation(bundle_dir: Path) -> None:
+    """A bundle trained with views is scored with them (test-time augmentation), as `evaluate` does."""
+    from skyfuse.encoders.views import apply_view
+
+    image_encoder, text_encoder = encoders()
+    tta = make_predictor(bundle_dir, views=4)
+    assert tta.views == [0, 1, 2, 3]
+    assert make_predictor(bundle_dir).views == [0]  # an old bundle: one view
+    images = [random_image(seed=s) for s in range(3)]
+    caps = ["a road", "green fields", "water"]
+    logits, _, _ = tta.forward(images, caps)
+    with torch.inference_mode():
+        pixels = image_encoder.preprocess(images)
+        text = text_encoder.encode_texts(caps)
+        probs = []
+        for v in range(4):
+            img = image_encoder.encode(apply_view(pixels, v))
+            out = tta.model(img.tokens, img.mask, text.tokens.float(), text.mask)
+            probs.append(out.logits.float().softmax(-1))
+    torch.testing.assert_close(logits.softmax(-1), torch.stack(probs).mean(0), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="--views"):
+        make_predictor(bundle_dir, views=3)

@@ -158,6 +158,12 @@ def register(app: typer.Typer) -> None:
             help="Zero-shot bundles: comma-separated class names to score, e.g. 'port,golf course'.",
         ),
         device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:1."),
+        views: int | None = typer.Option(
+            None,
+            "--views",
+            help="Dihedral views averaged per image: 1, 2, 4 or 8 (default: the bundle's, what its"
+            " test accuracy was measured with; 1 is the fastest).",
+        ),
         image_encoder: str | None = typer.Option(
             None, "--image-encoder", help="Override the bundle's image encoder name/folder."
         ),
@@ -198,6 +204,7 @@ def register(app: typer.Typer) -> None:
             allow_caption_mismatch=allow_mismatch,
             batch_size=batch_size,
             device=device,
+            views=views,
             **_encoder_kw(image_encoder, text_encoder),
         )
         plan = plan_captions(predictor, items, caps, captions, allow_mismatch=allow_mismatch)

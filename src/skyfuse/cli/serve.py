@@ -89,6 +89,12 @@ def register(app: typer.Typer) -> None:
             64, "--max-queue", min=0, help="Requests allowed to wait; more get 503."
         ),
         device: str = typer.Option("cpu", "--device", help="torch device."),
+        views: int | None = typer.Option(
+            None,
+            "--views",
+            help="Dihedral views averaged per image: 1, 2, 4 or 8 (default: the bundle's, what its"
+            " test accuracy was measured with; 1 is the fastest).",
+        ),
     ) -> None:
         """Serve a model over HTTP: POST /predict, GET /health, GET /classes, docs at /docs, page at /.
 
@@ -128,6 +134,7 @@ def register(app: typer.Typer) -> None:
             prompt=prompt,
             allow_caption_mismatch=allow_mismatch,
             device=device,
+            views=views,
         )
         err_console.print(
             check_caption_policy(predictor, require_caption=require_caption),

@@ -143,6 +143,7 @@ def load_predictor(
 
     if is_zeroshot_bundle(model_dir):
         kw.pop("device", None)
+        kw.pop("views", None)  # zero-shot bundles score pooled vectors of one view
         return ZeroShotPredictor(model_dir, classes=classes, **kw)
     if classes:
         raise ConfigError(

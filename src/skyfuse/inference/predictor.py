@@ -298,7 +298,9 @@ class Predictor:
         allow_caption_mismatch: bool = False,
         device: str = "cpu",
         batch_size: int = 16,
+        views: int | None = None,
     ) -> None:
+        from skyfuse.encoders.views import parse_views
         from skyfuse.training.bundle import load_bundle
 
         self.model_dir = Path(model_dir)
@@ -335,6 +337,10 @@ class Predictor:
             allow_caption_mismatch=allow_caption_mismatch,
         )
         self._captions = CaptionProvider(self.caption_policy)
+        trained_views = (extra.get("train_config") or {}).get("views", 1)
+        #: dihedral views averaged per image: the bundle's (what its test accuracy was measured
+        #: with) unless given; 1 is 8x cheaper for a latency-bound server
+        self.views = parse_views(int(views if views is not None else trained_views or 1))
 
     # -- captions ----------------------------------------------------------------------------------
     @property
@@ -386,19 +392,39 @@ class Predictor:
         """Logits (B, C), fused features (B, F) and, on request, per-sample attention. A None caption
         is an absent one (image-only: the sample's text mask is all False, as caption dropout
         trains it)."""
+        from skyfuse.encoders.views import apply_view
+
         absent = [c is None for c in captions]
-        image, text = self.encode(images, [c or "" for c in captions])
+        pixels = self.image_encoder.preprocess(list(images)).to(self.device)
+        text = self.text_encoder.encode_texts([c or "" for c in captions])
+        text = text.to(self.device, torch.float32)
         if any(absent):
             rows = torch.tensor(absent, device=text.mask.device)
             text.mask = text.mask & ~rows[:, None]
             text.tokens = text.tokens.masked_fill(rows[:, None, None], 0.0)
-        out = self.model(image.tokens, image.mask, text.tokens, text.mask, return_attention=explain)
+        probs: torch.Tensor | None = None
+        for v in self.views:  # test-time augmentation over the dihedral views, as in evaluation
+            image = self.image_encoder.encode(apply_view(pixels, v) if v else pixels)
+            image = image.to(self.device, torch.float32)
+            out = self.model(
+                image.tokens, image.mask, text.tokens, text.mask, return_attention=explain and v == 0
+            )
+            if v == 0:
+                first, first_mask = out, image.mask
+            p = out.logits.float().softmax(dim=-1)
+            probs = p if probs is None else probs + p
+        assert probs is not None
+        logits = (
+            first.logits.float()
+            if len(self.views) == 1
+            else (probs / len(self.views)).clamp_min(1e-12).log()
+        )
         explanations = None
         if explain:
             explanations = self._explanations(
-                out.attention or {}, image.mask, text.mask, [c or "" for c in captions]
+                first.attention or {}, first_mask, text.mask, [c or "" for c in captions]
             )
-        return out.logits.float().cpu(), out.fused.float().cpu(), explanations
+        return logits.cpu(), first.fused.float().cpu(), explanations
 
     def predict(
         self,
