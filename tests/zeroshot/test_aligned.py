@@ -105,8 +105,9 @@ def test_gamma_is_the_validation_optimum() -> None:
         vals = []
         for s in splits:
             cap = s.caption[ch.centre_caption]
+            text = s.text[(ch.centre_caption, ch.text_map)][1] if ch.text_weight else None
             scores = al.calibrate(
-                al.combine(s.image[key][1], cap[1], ch.alpha, cap[3], ch.text_weight),
+                al.combine(s.image[key][1], cap[1], ch.alpha, text, ch.text_weight),
                 len(s.train_classes),
                 gamma,
             )

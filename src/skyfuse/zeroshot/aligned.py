@@ -71,10 +71,26 @@ class AlignConfig(BaseModel):
         description="tried: subtract the mean training caption vector before the caption score",
     )
     text_weights: tuple[float, ...] = Field(
-        (0.0, 0.1, 0.2, 0.3),
+        (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
         description="tried: weight of the caption-side map's score in the ensemble (0 = none)",
     )
     text_ridge: float = Field(1.0, gt=0, description="ridge penalty of the caption-side map")
+    text_maps: tuple[str, ...] = Field(
+        ("ridge", "softmax"),
+        description="caption-side maps tried: closed-form ridge onto the class embedding, or"
+        " identity + a correction trained with the class softmax (cross-entropy)",
+    )
+    text_steps: int = Field(100, ge=1, description="full-batch Adam steps of the softmax map")
+    text_lr: float = Field(1e-3, gt=0, description="learning rate of the softmax map")
+    text_decay: float = Field(
+        1e-4, ge=0, description="L2 penalty of the softmax map's correction to the identity"
+    )
+    text_temperature: float = Field(0.05, gt=0, description="temperature of the softmax map")
+    caption_sentences: bool = Field(
+        True,
+        description="caption vector = mean of its sentences' vectors, each sentence encoded alone"
+        " (False: the whole caption encoded at once, as the caption-only baseline does)",
+    )
     fuse_caption: bool = Field(False, description="feed the caption vector to the map as well")
     hidden: int = Field(0, ge=0, description="hidden width of the map (0 = linear)")
     dropout: float = Field(0.0, ge=0, lt=1, description="input dropout")
@@ -108,10 +124,15 @@ class PooledRows:
 
     @classmethod
     def from_features(
-        cls, features: Any, rels: Sequence[str], class_names: Sequence[str]
+        cls,
+        features: Any,
+        rels: Sequence[str],
+        class_names: Sequence[str],
+        caption: Tensor | None = None,
     ) -> PooledRows:
         """Rows of a FeatureSet-like object; the image vector is ``image_pooled`` when present,
-        else the masked mean of the image tokens."""
+        else the masked mean of the image tokens. The caption vector is ``features.text_pooled``,
+        or `caption` (one row per ``features.rels``, e.g. sentence means) when given."""
         index = {r: i for i, r in enumerate(features.rels)}
         missing = [r for r in rels if r not in index]
         if missing:
@@ -129,7 +150,10 @@ class PooledRows:
         idx = torch.tensor([index[r] for r in rels], dtype=torch.long)
         return cls(
             pooled_image(features).index_select(0, idx),
-            F.normalize(features.text_pooled.index_select(0, idx).float(), dim=-1),
+            F.normalize(
+                (features.text_pooled if caption is None else caption).index_select(0, idx).float(),
+                dim=-1,
+            ),
             torch.tensor(labels, dtype=torch.long),
             list(rels),
         )
@@ -273,15 +297,42 @@ def combine(
     return out
 
 
+TEXT_MAPS = ("ridge", "softmax")
+
+
 def fit_text_map(
-    captions: Tensor, labels: Tensor, class_embeddings: Tensor, ridge: float
+    captions: Tensor,
+    labels: Tensor,
+    class_embeddings: Tensor,
+    ridge: float,
+    kind: str = "ridge",
+    cfg: AlignConfig | None = None,
 ) -> Tensor:
-    """(D, D) closed-form ridge map of (normalised) caption vectors onto their class embedding: a
-    caption-side map trained with the class objective, which learns which caption directions go with
-    a class."""
+    """(D, D) caption-side map trained with the class objective, which learns which caption
+    directions go with a class. ``ridge``: closed-form ridge map of the (normalised) caption vectors
+    onto their class embedding. ``softmax``: the identity plus a correction trained (full-batch Adam,
+    ``cfg.text_steps`` steps, L2 penalty ``cfg.text_decay`` on the correction) so that the mapped
+    caption's cosine softmax over the seen classes names its class; it starts as the plain caption
+    score and re-weights caption directions."""
     x = F.normalize(captions.float(), dim=-1)
-    y = F.normalize(class_embeddings.float(), dim=-1)[labels]
-    return torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+    e = F.normalize(class_embeddings.float(), dim=-1)
+    if kind == "ridge":
+        return torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ e[labels])
+    if kind != "softmax":
+        raise ConfigError(f"caption-side map must be one of {TEXT_MAPS}, got {kind!r}")
+    cfg = cfg or AlignConfig()
+    eye = torch.eye(x.shape[1])
+    delta = torch.zeros_like(eye, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.text_lr)
+    with torch.enable_grad():
+        for _ in range(cfg.text_steps):
+            z = F.normalize(x @ (eye + delta), dim=-1)
+            loss = F.cross_entropy(z @ e.T / cfg.text_temperature, labels)
+            loss = loss + cfg.text_decay * delta.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return (eye + delta).detach()
 
 
 def text_scores(
@@ -332,6 +383,7 @@ class Choice:
     val_zsl: float
     val_h: float
     text_weight: float = 0.0
+    text_map: str = "ridge"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -355,7 +407,8 @@ class InnerSplit:
     gzsl_labels: Tensor
     gzsl_unseen: Tensor
     image: dict[tuple[float, float, int], tuple[Tensor, Tensor]]
-    caption: dict[bool, tuple[Tensor, Tensor, Tensor, Tensor]]
+    caption: dict[bool, tuple[Tensor, Tensor]]
+    text: dict[tuple[bool, str], tuple[Tensor, Tensor]]
 
 
 def validation_splits(
@@ -398,17 +451,28 @@ def validation_splits(
                     )
         mean = train.caption.mean(0)
         caption = {}
+        text = {}
         for c in cfg.centre_caption:
             centre = mean if c else None
-            tmap = fit_text_map(
-                train.caption - (mean if c else 0), train.labels, e_tr, cfg.text_ridge
-            )
             caption[c] = (
                 caption_scores(zsl.caption, e_va, centre),
                 caption_scores(gz.caption, e_all, centre),
-                text_scores(zsl.caption, tmap, e_va, centre),
-                text_scores(gz.caption, tmap, e_all, centre),
             )
+            if not any(cfg.text_weights):
+                continue
+            for kind in cfg.text_maps:
+                tmap = fit_text_map(
+                    train.caption - (mean if c else 0),
+                    train.labels,
+                    e_tr,
+                    cfg.text_ridge,
+                    kind,
+                    cfg,
+                )
+                text[(c, kind)] = (
+                    text_scores(zsl.caption, tmap, e_va, centre),
+                    text_scores(gz.caption, tmap, e_all, centre),
+                )
         out.append(
             InnerSplit(
                 list(tr_cls),
@@ -418,6 +482,7 @@ def validation_splits(
                 gz.labels >= len(tr_cls),
                 image,
                 caption,
+                text,
             )
         )
     return out
@@ -431,31 +496,41 @@ def _choose(
     betas: Sequence[float] = (0.0,),
 ) -> tuple[Choice, dict[tuple[Any, ...], float]]:
     table: dict[tuple[Any, ...], float] = {}
+    kinds = sorted({k for s in splits for _, k in s.text}, key=TEXT_MAPS.index) or ["ridge"]
     for key in splits[0].image:
         for centre in centres:
             for a in alphas:
                 for b in betas:
                     if a + b > 1 + 1e-9:
                         continue
-                    accs = [
-                        per_class_topk(
-                            combine(
-                                s.image[key][0], s.caption[centre][0], a, s.caption[centre][2], b
-                            ),
-                            s.zsl_labels,
-                        )
-                        for s in splits
-                    ]
-                    table[(*key, a, centre, b)] = sum(accs) / len(accs)
+                    for kind in kinds if b else kinds[:1]:
+                        accs = [
+                            per_class_topk(
+                                combine(
+                                    s.image[key][0],
+                                    s.caption[centre][0],
+                                    a,
+                                    s.text[(centre, kind)][0] if b else None,
+                                    b,
+                                ),
+                                s.zsl_labels,
+                            )
+                            for s in splits
+                        ]
+                        table[(*key, a, centre, b, kind)] = sum(accs) / len(accs)
     # ties: fewer epochs, then the order of the grids
     best = max(table, key=lambda k: (round(table[k], 6), -k[2]))
-    cw, tau, ep, a, centre, b = best
+    cw, tau, ep, a, centre, b, kind = best
     hs = {
         g: sum(
             _gzsl_h(
                 calibrate(
                     combine(
-                        s.image[(cw, tau, ep)][1], s.caption[centre][1], a, s.caption[centre][3], b
+                        s.image[(cw, tau, ep)][1],
+                        s.caption[centre][1],
+                        a,
+                        s.text[(centre, kind)][1] if b else None,
+                        b,
                     ),
                     len(s.train_classes),
                     g,
@@ -469,7 +544,7 @@ def _choose(
         for g in cfg.gammas
     }
     gamma = max(hs, key=lambda g: (round(hs[g], 6), -abs(g)))
-    return Choice(cw, tau, ep, a, centre, gamma, table[best], hs[gamma], b), table
+    return Choice(cw, tau, ep, a, centre, gamma, table[best], hs[gamma], b, kind), table
 
 
 def select(
@@ -506,6 +581,7 @@ def select(
                 "alpha": k[3],
                 "centre_caption": k[4],
                 "text_weight": k[5],
+                "text_map": k[6],
                 "val_zsl": v,
             }
             for k, v in {**t1, **t2}.items()
@@ -541,6 +617,7 @@ class AlignedScorer(nn.Module):
         *,
         fuse_caption: bool = False,
         text_map: Tensor | None = None,
+        caption_sentences: bool = False,
     ) -> None:
         super().__init__()
         self.image_map = image_map
@@ -551,6 +628,8 @@ class AlignedScorer(nn.Module):
         )
         self.choice = choice
         self.fuse_caption = fuse_caption
+        #: captions are scored as the mean of their sentences' vectors (`skyfuse.zeroshot.sentences`)
+        self.caption_sentences = caption_sentences
 
     @property
     def needs_captions(self) -> bool:
@@ -611,9 +690,21 @@ def fit(
     )
     mean = rows.caption.mean(0)
     text_map = fit_text_map(
-        rows.caption - (mean if choice.centre_caption else 0), rows.labels, emb, cfg.text_ridge
+        rows.caption - (mean if choice.centre_caption else 0),
+        rows.labels,
+        emb,
+        cfg.text_ridge,
+        choice.text_map,
+        cfg,
     )
-    return AlignedScorer(model, mean, choice, fuse_caption=cfg.fuse_caption, text_map=text_map)
+    return AlignedScorer(
+        model,
+        mean,
+        choice,
+        fuse_caption=cfg.fuse_caption,
+        text_map=text_map,
+        caption_sentences=cfg.caption_sentences,
+    )
 
 
 def holdout_mask(rows: PooledRows, holdout_rels: Sequence[str]) -> Tensor:

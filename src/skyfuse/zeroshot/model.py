@@ -97,6 +97,7 @@ def _aligned_config(scorer: AlignedScorer) -> dict[str, Any]:
         "out_dim": int(linears[-1].out_features),
         "hidden": int(linears[0].out_features) if len(linears) > 1 else 0,
         "fuse_caption": bool(scorer.fuse_caption),
+        "caption_sentences": bool(scorer.caption_sentences),
         "dropout": max(
             [float(m.p) for m in scorer.image_map.net if isinstance(m, torch.nn.Dropout)] or [0.0]
         ),
@@ -164,6 +165,7 @@ def _load_aligned(model_dir: Path, data: dict[str, Any]) -> AlignedScorer:
             torch.zeros(int(cfg["out_dim"])),
             choice,
             fuse_caption=bool(cfg.get("fuse_caption", False)),
+            caption_sentences=bool(cfg.get("caption_sentences", False)),
         )
         load_model(scorer, str(model_dir / WEIGHTS), strict=True, device="cpu")
     except (KeyError, TypeError, ValueError) as exc:
@@ -309,11 +311,14 @@ class ZeroShotModel:
         enc_i = self.image_encoder
         image = enc_i.encode(enc_i.preprocess(images))
         if isinstance(self.head, AlignedScorer):
-            text_pooled = (
-                self.text_encoder.encode_texts([str(c or "") for c in captions]).pooled
-                if self.needs_captions
-                else None
-            )
+            texts = [str(c or "") for c in captions]
+            text_pooled = None
+            if self.needs_captions and self.head.caption_sentences:
+                from skyfuse.zeroshot.sentences import sentence_mean_vectors
+
+                text_pooled = sentence_mean_vectors(texts, self.text_encoder)
+            elif self.needs_captions:
+                text_pooled = self.text_encoder.encode_texts(texts).pooled
             trained = {name_key(c) for c in self.seen_classes}
             seen = torch.tensor([name_key(c) in trained for c in class_names], dtype=torch.bool)
             s = self.head.scores(image.pooled.float(), text_pooled, classes, seen)

@@ -150,9 +150,13 @@ def run_fold(
     settings: ZeroShotSettings,
     *,
     extra_scores: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    caption_vectors: torch.Tensor | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Select, refit and score one fold for one caption setting.
 
+    `caption_vectors` (one row per ``features.rels``, e.g. sentence means) replace
+    ``features.text_pooled`` for the trained candidates; the caption-only baseline always scores
+    ``features.text_pooled`` (the whole caption encoded at once).
     Returns ({method: {"zsl": ..., "gzsl": ...}, ..., "selection": ...}, {method: fitted model}).
     """
     fold.check_disjoint()
@@ -161,7 +165,7 @@ def run_fold(
     e_all = torch.cat([e_seen, e_unseen])
     n_seen = len(fold.seen)
     # selection and refit see seen-class images only (train + val), never test images
-    rows = al.PooledRows.from_features(features, fold.train + fold.val, fold.seen)
+    rows = al.PooledRows.from_features(features, fold.train + fold.val, fold.seen, caption_vectors)
     seed = settings.align.seed + settings.seed + fold.index
     choices, log = al.select(
         rows,
@@ -171,11 +175,14 @@ def run_fold(
         settings.align,
         seed=seed,
     )
-    unseen = al.PooledRows.from_features(features, fold.test_unseen, fold.unseen)
-    gzsl = al.PooledRows.from_features(features, fold.test_seen + fold.test_unseen, fold.classes)
+    unseen = al.PooledRows.from_features(features, fold.test_unseen, fold.unseen, caption_vectors)
+    gzsl_rels = fold.test_seen + fold.test_unseen
+    gzsl = al.PooledRows.from_features(features, gzsl_rels, fold.classes, caption_vectors)
     seen_mask = torch.arange(len(fold.classes)) < n_seen
-    cap_zsl = caption_only_scores(unseen.caption, e_unseen)
-    cap_gzsl = caption_only_scores(gzsl.caption, e_all)
+    joined_unseen = al.PooledRows.from_features(features, fold.test_unseen, fold.unseen).caption
+    joined_gzsl = al.PooledRows.from_features(features, gzsl_rels, fold.classes).caption
+    cap_zsl = caption_only_scores(joined_unseen, e_unseen)
+    cap_gzsl = caption_only_scores(joined_gzsl, e_all)
     out: dict[str, Any] = {
         "caption_only": evaluate_scores(cap_zsl, unseen.labels, cap_gzsl, gzsl.labels, n_seen)
     }
@@ -246,13 +253,14 @@ def train_final_model(
     class_embeddings: Mapping[str, torch.Tensor],
     settings: ZeroShotSettings,
     method: str,
+    caption_vectors: torch.Tensor | None = None,
 ) -> tuple[al.AlignedScorer, dict[str, Any]]:
     """The picked method trained on every class, its settings chosen the same way as in a fold:
     on class-disjoint inner splits (here of all classes), then refitted on all images."""
     classes = list(rels_by_class)
     _, held = al.split_holdout(rels_by_class, settings.val or 0.1, f"{settings.seed}:final")
     rows = al.PooledRows.from_features(
-        features, [r for c in classes for r in rels_by_class[c]], classes
+        features, [r for c in classes for r in rels_by_class[c]], classes, caption_vectors
     )
     seed = settings.align.seed + settings.seed + 1000
     choices, log = al.select(
@@ -339,6 +347,7 @@ def run_zeroshot(
         cache_dir = default_cache_dir()
     cache = Path(cache_dir)
     features: dict[str, Any] = {}
+    sentence_vectors: dict[str, torch.Tensor] = {}
     for setting in settings.captions:
         texts = dict(captions)
         if setting == "masked":
@@ -357,6 +366,12 @@ def run_zeroshot(
         )
         if settings.image_grid:
             features[setting] = pool_image_tokens(features[setting], settings.image_grid)
+        if settings.align.caption_sentences:
+            from skyfuse.zeroshot.sentences import sentence_mean_vectors
+
+            sentence_vectors[setting] = sentence_mean_vectors(
+                [texts[r] for r in features[setting].rels], tenc, cache_dir=cache
+            )
     usable = set.intersection(*(set(f.rels) for f in features.values()))
     skipped = [s.rel for s in folder.samples if s.rel not in usable]
     if skipped:
@@ -398,7 +413,14 @@ def run_zeroshot(
         feats = features[setting]
         per_fold = []
         for fold in folds:
-            res, models = run_fold(feats, fold, class_emb, settings, extra_scores=extra)
+            res, models = run_fold(
+                feats,
+                fold,
+                class_emb,
+                settings,
+                extra_scores=extra,
+                caption_vectors=sentence_vectors.get(setting),
+            )
             per_fold.append(res)
             fold_models.setdefault(setting, []).append(models)
             best = {m: res[m]["zsl"]["top1"] for m in al.CANDIDATES}
@@ -451,7 +473,12 @@ def run_zeroshot(
             f" -> {out / 'model'}"
         )
         scorer, final = train_final_model(
-            features[primary], rels_by_class, class_emb, settings, method
+            features[primary],
+            rels_by_class,
+            class_emb,
+            settings,
+            method,
+            sentence_vectors.get(primary),
         )
         save_zeroshot_model(
             out / "model",
