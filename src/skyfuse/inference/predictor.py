@@ -407,7 +407,11 @@ class Predictor:
             image = self.image_encoder.encode(apply_view(pixels, v) if v else pixels)
             image = image.to(self.device, torch.float32)
             out = self.model(
-                image.tokens, image.mask, text.tokens, text.mask, return_attention=explain and v == 0
+                image.tokens,
+                image.mask,
+                text.tokens,
+                text.mask,
+                return_attention=explain and v == 0,
             )
             if v == 0:
                 first, first_mask = out, image.mask
