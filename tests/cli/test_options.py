@@ -52,6 +52,7 @@ SHARED: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
     "views": (options.ViewsOpt, 8, TRAIN_BENCH),
     "selection": (options.SelectionOpt, "fixed", TRAIN_BENCH),
     "linear_path": (options.LinearPathOpt, True, TRAIN_BENCH),
+    "caption_dropout": (options.CaptionDropoutOpt, 0.0, TRAIN_BENCH),
 }
 
 #: what a user sees of a parameter, besides its position in --help

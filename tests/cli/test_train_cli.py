@@ -280,3 +280,31 @@ def test_bench_skips_only_matching_runs(env: dict[str, Path]) -> None:
     forced = runner.invoke(app, [*args, "--epochs", "3", "--force"])
     assert forced.exit_code == 0, forced.output
     assert json.loads(metrics.read_text())["train_config"]["epochs"] == 3
+
+
+def test_train_with_caption_dropout_records_it_and_the_recipe(env: dict[str, Path]) -> None:
+    """--caption-dropout reaches the bundle's config (what predict/serve read for image-only answers);
+    the default recipe's settings are recorded with the run."""
+    from skyfuse.inference.predictor import supports_image_only
+    from skyfuse.training.bundle import load_bundle
+
+    out = env["root"] / "capdrop"
+    args = [
+        "train",
+        str(env["data"]),
+        "--train",
+        "0.5",
+        "--caption-dropout",
+        "0.3",
+        "--out",
+        str(out),
+    ]
+    res = CliRunner().invoke(app, [*args, *_common(env)])
+    assert res.exit_code == 0, res.output
+    bundle = load_bundle(out / "model")
+    assert bundle.config.caption_dropout == 0.3 and bundle.config.linear_path
+    assert supports_image_only(bundle.model, bundle.config)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_config"]["views"] == 8 and metrics["train_config"]["selection"] == "fixed"
+    assert set(metrics["test"]["attention_entropy"]) == {"text->image", "image->text"}
+    assert "8 dihedral views" in (out / "report.md").read_text()

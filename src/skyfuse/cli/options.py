@@ -102,6 +102,16 @@ TokenDropOpt = Annotated[
         "augmentation for frozen features.",
     ),
 ]
+CaptionDropoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--caption-dropout",
+        min=0.0,
+        max=0.95,
+        help="Fraction of training samples whose caption is hidden (0 = off); the bundle then also"
+        " predicts from the image alone when no caption can be made (recorded in its config).",
+    ),
+]
 ShortcutOpt = Annotated[
     bool,
     typer.Option("--shortcut/--no-shortcut", help="Feed pooled input projections to the head too."),
@@ -152,6 +162,7 @@ __all__ = [
     "MODELS_HELP",
     "BatchSizeOpt",
     "CacheDirOpt",
+    "CaptionDropoutOpt",
     "CaptionsOpt",
     "DropoutOpt",
     "EpochsOpt",

@@ -13,6 +13,7 @@ from skyfuse.cli.options import (
     MODELS_HELP,
     BatchSizeOpt,
     CacheDirOpt,
+    CaptionDropoutOpt,
     CaptionsOpt,
     DropoutOpt,
     EpochsOpt,
@@ -47,9 +48,11 @@ def _fusion(
     shared: bool,
     token_drop: float = 0.0,
     linear_path: bool = True,
+    caption_dropout: float = 0.0,
 ) -> dict[str, Any]:
     return {
         "linear_path": linear_path,
+        "caption_dropout": caption_dropout,
         "width": width,
         "heads": heads,
         "levels": levels,
@@ -150,6 +153,7 @@ def train(
     levels: LevelsOpt = 2,
     dropout: DropoutOpt = 0.1,
     token_drop: TokenDropOpt = 0.0,
+    caption_dropout: CaptionDropoutOpt = 0.0,
     views: ViewsOpt = 8,
     shortcut: ShortcutOpt = True,
     linear_path: LinearPathOpt = True,
@@ -230,7 +234,15 @@ def train(
         views=views,
     )
     fusion = _fusion(
-        width, heads, levels, dropout, shortcut, shared_weights, token_drop, linear_path
+        width,
+        heads,
+        levels,
+        dropout,
+        shortcut,
+        shared_weights,
+        token_drop,
+        linear_path,
+        caption_dropout,
     )
     try:
         result = _train(
@@ -555,6 +567,7 @@ def bench(
     levels: LevelsOpt = 2,
     dropout: DropoutOpt = 0.1,
     token_drop: TokenDropOpt = 0.0,
+    caption_dropout: CaptionDropoutOpt = 0.0,
     views: ViewsOpt = 8,
     shortcut: ShortcutOpt = True,
     linear_path: LinearPathOpt = True,
@@ -630,7 +643,9 @@ def bench(
         train_ratio=train_ratio,
         val=val,
         cfg=cfg,
-        fusion=_fusion(width, heads, levels, dropout, shortcut, False, token_drop, linear_path),
+        fusion=_fusion(
+            width, heads, levels, dropout, shortcut, False, token_drop, linear_path, caption_dropout
+        ),
         probes=probes,
         out_dir=out,
         image_encoder=features.image_encoder_id,
