@@ -122,7 +122,8 @@ def run_training(
         },
         "caption_source": dict(caption_source) if caption_source is not None else None,
         "fusion_config": fcfg.to_dict(),
-        "train_config": cfg.model_dump(mode="json"),
+        # the views the features really held (a FeatureSet extracted without views trains on one)
+        "train_config": {**cfg.model_dump(mode="json"), "views": train.num_views},
         "training": outcome.summary(),
         **dict(record or {}),
     }
