@@ -158,9 +158,22 @@ def same(fs):
             and (fs.text_tokens.float() - single.text_tokens.float()).abs().max().item() < 1e-2
             and bool((fs.text_mask == single.text_mask).all()))
 
-print("RESULT " + json.dumps({"rank": process_rank(), "n": len(first),
-      "first": [same(first), first.stats], "second": [same(second), second.stats]}), flush=True)
+# one write per line (atomic on a pipe), so the two ranks' lines cannot interleave
+sys.stdout.write("RESULT " + json.dumps({"rank": process_rank(), "n": len(first),
+      "first": [same(first), first.stats], "second": [same(second), second.stats]}) + "\\n")
+sys.stdout.flush()
 """
+
+
+def _results(stdout: str) -> list[dict[str, Any]]:
+    """Every ``RESULT {json}`` in the output, wherever a line starts (ranks share one pipe)."""
+    decoder = json.JSONDecoder()
+    rows, start = [], stdout.find("RESULT ")
+    while start >= 0:
+        row, end = decoder.raw_decode(stdout, start + len("RESULT "))
+        rows.append(row)
+        start = stdout.find("RESULT ", end)
+    return rows
 
 
 def test_distributed_feature_extraction_on_two_processes(
@@ -176,7 +189,7 @@ def test_distributed_feature_extraction_on_two_processes(
          str(env["bert"]), str(cache), str(ref)],
         tmp_path, tmp,
     )  # fmt: skip
-    rows = [json.loads(line[7:]) for line in res.stdout.splitlines() if line.startswith("RESULT ")]
+    rows = _results(res.stdout)
     assert sorted(r["rank"] for r in rows) == [0, 1]  # both ranks return the whole FeatureSet
     for r in rows:
         assert r["n"] == 30 and r["first"][0] and r["second"][0], r
