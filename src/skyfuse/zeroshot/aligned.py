@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
 from skyfuse.errors import BadInputError, ConfigError
-from skyfuse.zeroshot.folds import class_folds
+from skyfuse.zeroshot.folds import class_folds, row_labels
 from skyfuse.zeroshot.metrics import harmonic_mean, per_class_topk
 
 #: Trained candidates, in the order they are listed; `caption_only` is the untrained baseline.
@@ -133,21 +133,8 @@ class PooledRows:
         """Rows of a FeatureSet-like object; the image vector is ``image_pooled`` when present,
         else the masked mean of the image tokens. The caption vector is ``features.text_pooled``,
         or `caption` (one row per ``features.rels``, e.g. sentence means) when given."""
-        index = {r: i for i, r in enumerate(features.rels)}
-        missing = [r for r in rels if r not in index]
-        if missing:
-            raise BadInputError(
-                f"{len(missing)} image(s) have no features (e.g. {missing[0]});"
-                " extract features for every image of the dataset"
-            )
-        to_idx = {c: i for i, c in enumerate(class_names)}
-        labels = [to_idx.get(r.split("/", 1)[0], -1) for r in rels]
-        if -1 in labels:
-            bad = rels[labels.index(-1)]
-            raise BadInputError(
-                f"{bad}: its class is not among the {len(class_names)} classes given"
-            )
-        idx = torch.tensor([index[r] for r in rels], dtype=torch.long)
+        rows, labels = row_labels(features.rels, rels, class_names)
+        idx = torch.tensor(rows, dtype=torch.long)
         return cls(
             pooled_image(features).index_select(0, idx),
             F.normalize(

@@ -160,3 +160,23 @@ def make_folds(
         fold.check_disjoint()
         out.append(fold)
     return out
+
+
+def row_labels(
+    feature_rels: Sequence[str], rels: Sequence[str], class_names: Sequence[str]
+) -> tuple[list[int], list[int]]:
+    """(row of each rel in ``feature_rels``, its class index in ``class_names``), or a one-line
+    BadInputError naming the first image without features or outside the classes."""
+    index = {r: i for i, r in enumerate(feature_rels)}
+    missing = [r for r in rels if r not in index]
+    if missing:
+        raise BadInputError(
+            f"{len(missing)} image(s) have no features (e.g. {missing[0]});"
+            " extract features for every image of the dataset"
+        )
+    to_idx = {c: i for i, c in enumerate(class_names)}
+    labels = [to_idx.get(r.split("/", 1)[0], -1) for r in rels]
+    if -1 in labels:
+        bad = rels[labels.index(-1)]
+        raise BadInputError(f"{bad}: its class is not among the {len(class_names)} classes given")
+    return [index[r] for r in rels], labels

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skyfuse.errors import BadInputError, ConfigError
 from skyfuse.models import FusionConfig
+from skyfuse.zeroshot.folds import row_labels
 from skyfuse.zeroshot.head import SemanticHead
 
 Batch = dict[str, torch.Tensor]
@@ -81,21 +82,8 @@ class ZeroShotData:
         cls, features: FeatureRows, rels: Sequence[str], class_names: Sequence[str]
     ) -> ZeroShotData:
         """Rows of `features` for `rels`, labelled by their class folder's index in `class_names`."""
-        index = {r: i for i, r in enumerate(features.rels)}
-        missing = [r for r in rels if r not in index]
-        if missing:
-            raise BadInputError(
-                f"{len(missing)} image(s) have no features (e.g. {missing[0]});"
-                " extract features for every image of the dataset"
-            )
-        to_idx = {c: i for i, c in enumerate(class_names)}
-        labels = [to_idx.get(r.split("/", 1)[0], -1) for r in rels]
-        if -1 in labels:
-            bad = rels[labels.index(-1)]
-            raise BadInputError(
-                f"{bad}: its class is not among the {len(class_names)} classes given"
-            )
-        idx = torch.tensor([index[r] for r in rels], dtype=torch.long)
+        rows, labels = row_labels(features.rels, rels, class_names)
+        idx = torch.tensor(rows, dtype=torch.long)
         return cls(
             features.image_tokens.index_select(0, idx),
             features.image_mask.index_select(0, idx),
