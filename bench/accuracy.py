@@ -62,6 +62,34 @@ DATASETS = {
 }
 
 
+def experiment_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments the side benchmarks (caption_dropout.py, probe_views.py) share."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("experiment", choices=sorted(DATASETS))
+    ap.add_argument("--protocol", default="aid-20")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/skyfuse-bench"))
+    return ap
+
+
+def load_experiment(name: str, work: Path, views: int) -> tuple[Any, dict[str, str], Any] | None:
+    """(folder, captions, cached features with ``views`` dihedral views), or None when the shared
+    data is absent (reported on stderr)."""
+    from skyfuse.data.folder import SceneFolder
+    from skyfuse.training.prepare import extract
+
+    root = SHARED / DATASETS[name]
+    if not root.exists():
+        print(f"skipped: {root} is absent", file=sys.stderr)
+        return None
+    folder = SceneFolder(root)
+    caps = _captions(name, folder, work)
+    features = extract(folder, caps, cache_dir=work / "cache", show_progress=False, views=views)
+    return folder, caps, features
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -30,35 +29,22 @@ def _sd(x: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("experiment", choices=sorted(A.DATASETS))
-    ap.add_argument("--protocol", default="aid-20")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap = A.experiment_parser(__doc__)
     ap.add_argument("--rates", default="0,0.3")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/skyfuse-bench"))
     args = ap.parse_args(argv)
 
-    from skyfuse.data.folder import SceneFolder
     from skyfuse.data.splits import make_split
     from skyfuse.models import FusionConfig, create_model
     from skyfuse.training.config import TrainConfig
     from skyfuse.training.data import TensorSet
     from skyfuse.training.evaluate import evaluate_model
     from skyfuse.training.fit import train_features
-    from skyfuse.training.prepare import extract
 
-    root = A.SHARED / A.DATASETS[args.experiment]
-    if not root.exists():
-        print(f"skipped: {root} is absent", file=sys.stderr)
-        return 0
-    folder = SceneFolder(root)
-    caps = A._captions(args.experiment, folder, args.work)
     cfg0 = TrainConfig()
-    features = extract(
-        folder, caps, cache_dir=args.work / "cache", show_progress=False, views=cfg0.views
-    )
+    loaded = A.load_experiment(args.experiment, args.work, cfg0.views)
+    if loaded is None:
+        return 0
+    folder, _, features = loaded
     rows: list[dict[str, float | str | int]] = []
     runs = [("image", 0.0)] + [("dual", float(r)) for r in args.rates.split(",")]
     for seed in [int(s) for s in args.seeds.split(",")]:

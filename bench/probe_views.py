@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,29 +21,17 @@ import accuracy as A  # the experiments' data and captions
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("experiment", choices=sorted(A.DATASETS))
-    ap.add_argument("--protocol", default="aid-20")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/skyfuse-bench"))
-    args = ap.parse_args(argv)
+    args = A.experiment_parser(__doc__).parse_args(argv)
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from skyfuse.data.folder import SceneFolder
     from skyfuse.data.splits import make_split
-    from skyfuse.training.prepare import extract
 
-    root = A.SHARED / A.DATASETS[args.experiment]
-    if not root.exists():
-        print(f"skipped: {root} is absent", file=sys.stderr)
+    loaded = A.load_experiment(args.experiment, args.work, views=8)
+    if loaded is None:
         return 0
-    folder = SceneFolder(root)
-    caps = A._captions(args.experiment, folder, args.work)
-    f = extract(folder, caps, cache_dir=args.work / "cache", show_progress=False, views=8)
+    folder, _, f = loaded
     img = np.stack([p.numpy() for p in f.image_views.pooled])  # (V, M, D)
     txt = f.text_pooled.numpy()
     index = {r: i for i, r in enumerate(f.rels)}
