@@ -127,18 +127,16 @@ def extract_views(
     first = one(order[0])
     check_view_memory(first.image_tokens, len(order))
     sets = [first, *(one(v) for v in order[1:])]
-    base = sets[0]
+    base = first
     common = set(base.rels).intersection(*(s.rels for s in sets[1:]))
     if len(common) < len(base.rels):
         base = base.subset([r for r in base.rels if r in common])
     aligned = [s if s.rels == base.rels else s.subset(base.rels) for s in sets]
     base.image_views = ViewTokens(
         tokens=[s.image_tokens for s in aligned],
-        masks=[s.image_mask for s in aligned],
         pooled=[s.image_pooled for s in aligned],
         names=[DIHEDRAL_VIEWS[v] for v in order],
     )
-    base.image_encoder_id = image_encoder.encoder_id
     return base
 
 
@@ -163,17 +161,18 @@ def check_view_memory(tokens: torch.Tensor, views: int, share: float = 0.6) -> N
 
 
 class ViewTokens:
-    """Image tokens of several views, row-aligned with a FeatureSet (view 0 = the original)."""
+    """Image tokens of several views, row-aligned with a FeatureSet (view 0 = the original).
+
+    Every view of an image has the same token count (the same square crop), so the FeatureSet's
+    ``image_mask`` serves them all."""
 
     def __init__(
         self,
         tokens: list[torch.Tensor],
-        masks: list[torch.Tensor],
         pooled: list[torch.Tensor],
         names: list[str],
     ) -> None:
         self.tokens = tokens
-        self.masks = masks
         self.pooled = pooled
         self.names = names
 
@@ -183,7 +182,6 @@ class ViewTokens:
     def subset(self, idx: torch.Tensor, width: int) -> ViewTokens:
         return ViewTokens(
             [t[idx, :width] for t in self.tokens],
-            [m[idx, :width] for m in self.masks],
             [p[idx] for p in self.pooled],
             list(self.names),
         )

@@ -55,9 +55,4 @@ def attention_entropy(
     return {d: round(sums[d] / counts[d], 4) for d in sums if counts[d]}
 
 
-def uniform_entropy_note() -> str:
-    """What the numbers mean, for reports."""
-    return "attention entropy / log(keys): 1.0 = uniform (averaging), 0.0 = one key"
-
-
-__all__ = ["DIRECTIONS", "attention_entropy", "uniform_entropy_note"]
+__all__ = ["DIRECTIONS", "attention_entropy"]
