@@ -3,7 +3,6 @@ caption for it instead of silently using the attribute captioner."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -14,25 +13,23 @@ from typer.testing import CliRunner
 from skyfuse.cli import app
 from skyfuse.serving.server import free_port
 from tests.encoders import tiny_models
+from tests.training.helpers import captioned_scenes
 
 CLASSES = ["beach", "forest"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from skyfuse.data.synthetic import make_synthetic_dataset
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("human_e2e")
-    data = make_synthetic_dataset(root / "data", per_class=6, size=32, classes=CLASSES)
-    caps = root / "rsicd_human.csv"
-    with caps.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "caption"])
-        for cls in CLASSES:
-            for p in sorted((data / cls).iterdir()):
-                w.writerow([f"{cls}/{p.name}", f"a photo with some {cls} in it"])
+    data, caps = captioned_scenes(
+        root,
+        CLASSES,
+        lambda cls: f"a photo with some {cls} in it",
+        per_class=6,
+        captions_name="rsicd_human.csv",
+    )
     vit, bert = tiny_models.make_vit(root / "vit"), tiny_models.make_bert(root / "bert")
     out = root / "run"
     res = CliRunner().invoke(

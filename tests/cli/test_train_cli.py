@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from skyfuse.cli import app
 from tests.encoders import tiny_models
+from tests.training.helpers import captioned_scenes
 
 CLASSES = ["beach", "forest", "parking_lot"]
 WORDS = {"beach": "sand water", "forest": "green trees", "parking_lot": "grey cars road"}
@@ -27,17 +28,10 @@ def _one_thread():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from skyfuse.data.synthetic import make_synthetic_dataset
-
     root = tmp_path_factory.mktemp("train_cli")
-    data = make_synthetic_dataset(root / "data", per_class=8, size=32, classes=CLASSES)
-    caps = root / "caps.csv"
-    with caps.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "caption"])
-        for cls in CLASSES:
-            for p in sorted((data / cls).iterdir()):
-                w.writerow([f"{cls}/{p.name}", f"an image with {WORDS[cls]}"])
+    data, caps = captioned_scenes(
+        root, CLASSES, lambda cls: f"an image with {WORDS[cls]}", per_class=8
+    )
     return {
         "data": data,
         "caps": caps,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import torch
 from torch.nn import functional as F
 
@@ -28,3 +32,26 @@ def toy_set(
         y,
         [f"c{int(c)}/{i}.png" for i, c in enumerate(y)],
     )
+
+
+def captioned_scenes(
+    root: Path,
+    classes: Sequence[str],
+    caption_of: Callable[[str], str],
+    *,
+    per_class: int,
+    captions_name: str = "caps.csv",
+) -> tuple[Path, Path]:
+    """A synthetic scene folder (32 px) under ``root/data`` and a path,caption CSV beside it whose
+    caption for each image is ``caption_of(class name)``; returns (folder, csv)."""
+    from skyfuse.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(root / "data", per_class=per_class, size=32, classes=classes)
+    caps = root / captions_name
+    with caps.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "caption"])
+        for cls in classes:
+            for p in sorted((data / cls).iterdir()):
+                w.writerow([f"{cls}/{p.name}", caption_of(cls)])
+    return data, caps

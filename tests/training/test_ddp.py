@@ -10,7 +10,6 @@ in a different grouping, so their models are close but not bit-identical.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.encoders import tiny_models
+from tests.training.helpers import captioned_scenes
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +35,10 @@ RUN_FILES = {
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from skyfuse.data.synthetic import make_synthetic_dataset
-
     root = tmp_path_factory.mktemp("ddp")
-    data = make_synthetic_dataset(root / "data", per_class=10, size=32, classes=CLASSES)
-    caps = root / "caps.csv"
-    with caps.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "caption"])
-        for cls in CLASSES:
-            for p in sorted((data / cls).iterdir()):
-                w.writerow([f"{cls}/{p.name}", f"an image with {WORDS[cls]}"])
+    data, caps = captioned_scenes(
+        root, CLASSES, lambda cls: f"an image with {WORDS[cls]}", per_class=10
+    )
     return {
         "root": root,
         "data": data,
