@@ -46,7 +46,11 @@ TrainRatioOpt = Annotated[
 ]
 ValOpt = Annotated[
     float,
-    typer.Option("--val", help="Fraction of the training part held out for early stopping."),
+    typer.Option(
+        "--val",
+        help="Fraction of the training part held out as val (for --selection val; the default"
+        " --selection fixed trains on it too).",
+    ),
 ]
 SeedOpt = Annotated[
     int,
@@ -121,7 +125,10 @@ ShortcutOpt = Annotated[
 
 EpochsOpt = Annotated[
     int,
-    typer.Option("--epochs", help="Maximum epochs per run (early stopping on val may end sooner)."),
+    typer.Option(
+        "--epochs",
+        help="Epochs per run (with --selection val a maximum: early stopping may end sooner).",
+    ),
 ]
 LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate of the fusion network (AdamW).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Training batch size.")]

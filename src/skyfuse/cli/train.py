@@ -194,7 +194,7 @@ def train(
 ) -> None:
     """Train one fusion model with an honest protocol and write OUT/metrics.json and OUT/model/.
 
-    Val (carved from the training part) chooses the epoch by early stopping; the test part is scored once at the end. By default encoders are frozen and their tokens come from the feature cache (fast on a CPU); a killed run resumes from OUT/checkpoints/ when rerun with the same command (OUT/run.json must match: same data, split, captions, encoders and settings).
+    The default recipe: each image under its 8 rotations/flips (cached), a linear path in the model, and train+val for exactly --epochs (--selection val: early stopping on val instead); the test part is scored once at the end. By default encoders are frozen and their tokens come from the feature cache (fast on a CPU); a killed run resumes from OUT/checkpoints/ when rerun with the same command (OUT/run.json must match: same data, split, captions, encoders and settings).
 
     Example: skyfuse train data/aid --captions caps.jsonl --model dual --protocol aid-20 --seed 0 --out runs/dual-s0
     """
