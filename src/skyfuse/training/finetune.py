@@ -394,7 +394,9 @@ def _finish(
         },
         "caption_source": dict(caption_source) if caption_source is not None else None,
         "fusion_config": fcfg.to_dict(),
-        "train_config": cfg.model_dump(mode="json"),
+        # as run: fine-tuning selects on val and tests each image once (it augments pixels instead
+        # of averaging views), whatever the frozen-path settings say
+        "train_config": {**cfg.model_dump(mode="json"), "views": 1, "selection": "val"},
         "training": {
             "best_epoch": best.best_epoch,
             "epochs_run": len(history.rows),
