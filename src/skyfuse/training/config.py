@@ -53,6 +53,11 @@ class TrainConfig(BaseModel):
     num_nodes: int = Field(1, ge=1)
     precision: str | None = Field(None, description="Lightning precision, e.g. bf16-mixed")
     num_workers: int = Field(2, ge=0, description="image-loading workers (--finetune only)")
+    logger: Literal["csv", "tensorboard", "mlflow", "wandb", "none"] = Field(
+        "csv",
+        description="where per-epoch metrics go: DIR/logs/metrics.csv (csv), or Lightning's"
+        " TensorBoard/MLflow/W&B logger when its package is installed; none = no log",
+    )
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -29,7 +29,8 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 FINGERPRINT_FORMAT = 1
 #: TrainConfig fields that say where a run executes, not what it computes
-EXECUTION_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "num_workers")
+#: (and how it is logged: the logger changes no number of the run)
+EXECUTION_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "num_workers", "logger")
 #: what `force` removes: every file a run leaves (the bundle and split too, so nothing stale remains)
 RUN_OUTPUTS = (
     "checkpoints",
@@ -39,6 +40,9 @@ RUN_OUTPUTS = (
     "confusion.json",
     "model",
     "split.json",
+    "config.yaml",
+    "logs",
+    "curves.png",
     RUN_FILE,
 )
 
