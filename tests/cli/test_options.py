@@ -25,10 +25,14 @@ COMMANDS: dict[str, Callable[..., Any]] = {
 
 FOUR = ("train", "bench", "features", "zeroshot")
 TRAIN_BENCH = ("train", "bench")
+EXPERIMENTS = ("train", "bench", "zeroshot")
 
 #: parameter name -> (alias, default every command must show, commands that use it)
 SHARED: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
-    "path": (options.ScenePathArg, None, FOUR),
+    "path": (options.ExperimentPathArg, None, EXPERIMENTS),
+    "config": (options.ConfigOpt, None, EXPERIMENTS),
+    "quiet": (options.QuietOpt, False, EXPERIMENTS),
+    "logger": (options.LoggerOpt, "csv", TRAIN_BENCH),
     "captions": (options.CaptionsOpt, None, FOUR),
     "image_encoder": (options.ImageEncoderOpt, "efficientnet-lite0", FOUR),
     "text_encoder": (options.TextEncoderOpt, "minilm", FOUR),
@@ -103,7 +107,10 @@ def test_contract_flags() -> None:
     assert _param("bench", "shortcut").secondary_opts == ["--no-shortcut"]
     assert _param("bench", "seeds").opts == ["--seeds"]
     assert _param("bench", "seeds").default == "0,1,2"
-    assert _param("train", "out").required
+    assert _param("train", "out").opts == ["--out", "-o"]
+    assert _param("train", "config").opts == ["--config"]
+    # features has no config file: its folder stays a required argument
+    assert _param("features", "path").required
 
 
 def test_a_drifting_copy_is_caught() -> None:

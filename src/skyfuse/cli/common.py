@@ -92,8 +92,17 @@ def progress(transient: bool = False) -> Progress:
         ExtraColumn(),
         console=err_console,
         transient=transient,
-        disable=not sys.stderr.isatty() and not _force_progress(),
+        disable=_QUIET or (not sys.stderr.isatty() and not _force_progress()),
     )
+
+
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """``--quiet``: every progress bar of this process stays off (scripts, CI logs)."""
+    global _QUIET
+    _QUIET = quiet
 
 
 def _install_default_progress() -> None:

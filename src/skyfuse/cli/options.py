@@ -27,6 +27,13 @@ ScenePathArg = Annotated[
     Path,
     typer.Argument(help="Scene folder: <class>/<image> or the paper layout (image/, text/)."),
 ]
+ExperimentPathArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Scene folder: <class>/<image> or the paper layout (image/, text/); may come from --config.",
+        show_default=False,
+    ),
+]
 CaptionsOpt = Annotated[
     Path | None,
     typer.Option(
@@ -165,22 +172,47 @@ LinearPathOpt = Annotated[
     ),
 ]
 
+# --- experiments (train, bench, zeroshot) --------------------------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="A YAML experiment file (e.g. a run's config.yaml); flags given beside it override it.",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars (for scripts and CI logs).")
+]
+LoggerOpt = Annotated[
+    str,
+    typer.Option(
+        "--logger",
+        help="Per-epoch metrics: csv (OUT/logs/metrics.csv), tensorboard, mlflow or wandb (their"
+        " package must be installed), or none.",
+    ),
+]
+
 __all__ = [
     "MODELS_HELP",
     "BatchSizeOpt",
     "CacheDirOpt",
     "CaptionDropoutOpt",
     "CaptionsOpt",
+    "ConfigOpt",
     "DropoutOpt",
     "EpochsOpt",
+    "ExperimentPathArg",
     "HeadsOpt",
     "ImageEncoderOpt",
     "LevelsOpt",
     "LinearPathOpt",
+    "LoggerOpt",
     "LrOpt",
     "ModelOpt",
     "PatienceOpt",
     "ProtocolOpt",
+    "QuietOpt",
     "RefitOpt",
     "ScenePathArg",
     "SeedOpt",

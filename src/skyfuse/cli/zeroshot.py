@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from skyfuse.cli.common import console, err_console, friendly_errors
+from skyfuse.cli.common import console, err_console, friendly_errors, set_quiet
+from skyfuse.cli.configs import experiment_from_flags
 from skyfuse.cli.options import (
     CacheDirOpt,
     CaptionsOpt,
+    ConfigOpt,
+    ExperimentPathArg,
     ImageEncoderOpt,
     ModelOpt,
-    ScenePathArg,
+    QuietOpt,
     SeedOpt,
     TextEncoderOpt,
 )
@@ -26,149 +30,175 @@ class CaptionSetting(StrEnum):
     both = "both"
 
 
-@friendly_errors
-def zeroshot(
-    path: ScenePathArg,
-    captions: CaptionsOpt = None,
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics, folds, model)."),
-    model: ModelOpt = "dual",
-    unseen: float = typer.Option(
-        0.25,
-        "--unseen",
-        min=0.01,
-        max=0.99,
-        help="Fraction of classes held out as unseen per fold.",
+#: flag -> experiment key (`skyfuse.experiments.config.ZeroShotExperiment`)
+ZEROSHOT_KEYS = {
+    "path": "data.path",
+    "captions": "data.captions",
+    "descriptions": "data.descriptions",
+    "out": "out",
+    "model": "model.name",
+    "width": "model.width",
+    "image_grid": "model.image_grid",
+    "fusion_head": "model.fusion_head",
+    "unseen": "protocol.unseen",
+    "folds": "protocol.folds",
+    "mask": "protocol.mask",
+    "seed": "seed",
+    "image_encoder": "encoders.image",
+    "text_encoder": "encoders.text",
+    "cache_dir": "encoders.cache_dir",
+    "clip": "encoders.clip",
+    "epochs": "training.epochs",
+    "lr": "training.lr",
+    "batch_size": "training.batch_size",
+    "fold_models": "outputs.fold_models",
+    "final_model": "outputs.final_model",
+}
+
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Output folder (metrics, folds, model, config.yaml)."),
+]
+UnseenOpt = Annotated[
+    float,
+    typer.Option(
+        "--unseen", min=0.01, max=0.99, help="Fraction of classes held out as unseen per fold."
     ),
-    folds: int = typer.Option(3, "--folds", "-k", min=1, help="Number of seen/unseen folds."),
-    seed: SeedOpt = 0,
-    mask: CaptionSetting = typer.Option(
-        CaptionSetting.both,
+]
+FoldsOpt = Annotated[int, typer.Option("--folds", "-k", min=1, help="Number of seen/unseen folds.")]
+MaskOpt = Annotated[
+    CaptionSetting,
+    typer.Option(
         "--mask",
         help="Caption setting: raw, masked (verdicts removed, class words of all classes masked) or both.",
     ),
-    descriptions: Path | None = typer.Option(
-        None,
+]
+DescriptionsOpt = Annotated[
+    Path | None,
+    typer.Option(
         "--descriptions",
         "-d",
         help="YAML/JSON class file (name, phrase, descriptions; optional templates) overriding"
         " skyfuse's shipped descriptions. Start from --export-descriptions.",
     ),
-    export_descriptions: Path | None = typer.Option(
-        None,
+]
+ExportOpt = Annotated[
+    Path | None,
+    typer.Option(
         "--export-descriptions",
         help="Write the class descriptions skyfuse would use for PATH's classes to this file and exit.",
     ),
-    image_encoder: ImageEncoderOpt = "efficientnet-lite0",
-    text_encoder: TextEncoderOpt = "minilm",
-    clip: str | None = typer.Option(
-        None,
+]
+ClipOpt = Annotated[
+    str | None,
+    typer.Option(
         "--clip",
         help="Also score the CLIP baseline with openclip:<arch>@<checkpoint>. Needs the openclip"
         " extra: pip install 'skyfuse\\[openclip]' (open_clip_torch, timm, torchvision).",
     ),
-    fusion_head: bool = typer.Option(
-        False,
+]
+FusionHeadOpt = Annotated[
+    bool,
+    typer.Option(
         "--fusion-head/--no-fusion-head",
         help="Also train the older fusion semantic head (--model over image and caption tokens;"
         " slow on a CPU) and list it beside the other methods; it is never the headline.",
     ),
-    epochs: int = typer.Option(30, "--epochs", min=1, help="Maximum epochs (fusion head)."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Learning rate (fusion head)."),
-    batch_size: int = typer.Option(
-        64, "--batch-size", "-b", min=1, help="Training batch size (fusion head)."
+]
+EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Maximum epochs (fusion head).")]
+LrOpt = Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate (fusion head).")]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Training batch size (fusion head).")
+]
+WidthOpt = Annotated[
+    int,
+    typer.Option(
+        "--width", min=8, help="Fusion width (a multiple of the 4 attention heads; fusion head)."
     ),
-    width: int = typer.Option(
-        256,
-        "--width",
-        min=8,
-        help="Fusion width (a multiple of the 4 attention heads; fusion head).",
-    ),
-    image_grid: int | None = typer.Option(
-        None,
+]
+GridOpt = Annotated[
+    int | None,
+    typer.Option(
         "--image-grid",
         min=1,
         help="Average the image token grid to NxN regions before fusion (e.g. 2: 7x7 -> 2x2; much faster on a CPU).",
     ),
-    cache_dir: CacheDirOpt = None,
-    fold_models: bool = typer.Option(
-        False,
+]
+FoldModelsOpt = Annotated[
+    bool,
+    typer.Option(
         "--fold-models/--no-fold-models",
         help="Also save each fold's model (the picked method) under DIR/models/.",
     ),
-    final_model: bool = typer.Option(
-        True,
+]
+FinalModelOpt = Annotated[
+    bool,
+    typer.Option(
         "--final-model/--no-final-model",
         help="Train the picked method once more on all classes and save it as DIR/model for"
         " `skyfuse predict --classes`.",
     ),
+]
+
+
+@friendly_errors
+def zeroshot(
+    ctx: typer.Context,
+    path: ExperimentPathArg = None,
+    config: ConfigOpt = None,
+    captions: CaptionsOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = "dual",
+    unseen: UnseenOpt = 0.25,
+    folds: FoldsOpt = 3,
+    seed: SeedOpt = 0,
+    mask: MaskOpt = CaptionSetting.both,
+    descriptions: DescriptionsOpt = None,
+    export_descriptions: ExportOpt = None,
+    image_encoder: ImageEncoderOpt = "efficientnet-lite0",
+    text_encoder: TextEncoderOpt = "minilm",
+    clip: ClipOpt = None,
+    fusion_head: FusionHeadOpt = False,
+    epochs: EpochsOpt = 30,
+    lr: LrOpt = 1e-3,
+    batch_size: BatchOpt = 64,
+    width: WidthOpt = 256,
+    image_grid: GridOpt = None,
+    cache_dir: CacheDirOpt = None,
+    fold_models: FoldModelsOpt = False,
+    final_model: FinalModelOpt = True,
+    quiet: QuietOpt = False,
 ) -> None:
     """Zero-shot classification of classes never seen in training, with mean ± std over folds.
 
     Classes are split into seen and unseen (seeded; unseen sets disjoint across folds when possible; fold files in DIR/folds/). The image side (pooled image vector) is mapped into the text encoder's sentence space, trained on seen classes to be near each image's own caption (LiT) and its class embedding; it is scored alone and in a weighted ensemble with the caption score, with calibrated stacking for the generalised setting. Epochs, temperature, loss mix, ensemble weight and calibration are all chosen on validation classes held out from the seen classes; the candidate with the best validation score is the headline. Unseen classes are scored by cosine similarity to their embeddings (prompt templates + descriptions, embedded by --text-encoder). The caption-only baseline (and CLIP with --clip) is scored on the same images.
 
-    Writes DIR/metrics.json: metrics["method"] (the picked method), metrics["zsl"]["top1"]["mean"] / ["std"], likewise zsl.top5, gzsl.seen, gzsl.unseen, gzsl.h (the picked method, raw captions); metrics["baselines"]["caption_only"] in the same shape; metrics["settings"]["masked"] for masked captions. Also DIR/metrics.md (every method, the picked one marked) and DIR/model, the picked method trained on all classes for `skyfuse predict DIR/model IMAGES --classes "a,b"`.
+    Writes DIR/metrics.json: metrics["method"] (the picked method), metrics["zsl"]["top1"]["mean"] / ["std"], likewise zsl.top5, gzsl.seen, gzsl.unseen, gzsl.h (the picked method, raw captions); metrics["baselines"]["caption_only"] in the same shape; metrics["settings"]["masked"] for masked captions. Also DIR/metrics.md (every method, the picked one marked), DIR/config.yaml (every setting; rerun with --config) and DIR/model, the picked method trained on all classes for `skyfuse predict DIR/model IMAGES --classes "a,b"`.
 
     Example: skyfuse zeroshot data/aid --captions rsicd/ --unseen 0.25 --folds 3 --out runs/zs
     """
-    from skyfuse.captioning import load_captions
-    from skyfuse.captioning.provenance import source_of_file
-    from skyfuse.data.folder import SceneFolder
-    from skyfuse.errors import BadInputError
-    from skyfuse.zeroshot.checks import check_fusion_settings, check_out_dir
-    from skyfuse.zeroshot.classes import load_class_file, resolve_classes, save_class_file
-    from skyfuse.zeroshot.protocol import ZeroShotSettings, run_zeroshot
-    from skyfuse.zeroshot.task import HeadTrainConfig
+    from skyfuse.experiments.config import ZeroShotExperiment
+    from skyfuse.experiments.zeroshot import export_descriptions as export
+    from skyfuse.experiments.zeroshot import run_zeroshot_experiment
 
-    folder = SceneFolder(path)
-    overrides, templates = load_class_file(descriptions) if descriptions else ([], [])
+    set_quiet(quiet)
+    exp = experiment_from_flags(
+        ctx,
+        ZeroShotExperiment,
+        locals(),
+        ZEROSHOT_KEYS,
+        config_file=config,
+        convert={"mask": lambda m: m.value},
+    )
     if export_descriptions is not None:
-        from skyfuse.zeroshot.classes import DEFAULT_TEMPLATES
-
-        specs = resolve_classes(folder.classes, overrides)
-        save_class_file(export_descriptions, specs, templates or DEFAULT_TEMPLATES)
-        console.print(f"wrote {len(specs)} class descriptions to {export_descriptions}")
+        n = export(exp.data.path, exp.data.descriptions, export_descriptions)
+        console.print(f"wrote {n} class descriptions to {export_descriptions}")
         return
-    # cheap checks first: feature extraction takes minutes
-    check_fusion_settings(model, {"width": width})
-    check_out_dir(out)
-    if captions is None:
-        if folder.text_root is None:
-            raise BadInputError(
-                f"{path}: no captions given and no text/ folder; pass --captions FILE"
-                " (e.g. the store written by `skyfuse caption`)"
-            )
-        captions = folder.text_root
-    caps = load_captions(captions, folder.root)
-    settings = ZeroShotSettings(
-        model=model,
-        unseen=unseen,
-        folds=folds,
-        seed=seed,
-        captions=("raw", "masked") if mask is CaptionSetting.both else (mask.value,),
-        fusion={"width": width},
-        image_grid=image_grid,
-        train=HeadTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
-        fusion_head=fusion_head,
-        save_fold_models=fold_models,
-        final_model=final_model,
+    run_zeroshot_experiment(
+        exp, log=lambda msg: err_console.print(msg, highlight=False), show_progress=not quiet
     )
-    if templates:
-        settings.templates = templates
-    run_zeroshot(
-        folder.root,
-        caps,
-        out,
-        settings,
-        image_encoder=image_encoder,
-        text_encoder=text_encoder,
-        class_overrides=overrides,
-        clip_encoder=clip,
-        cache_dir=cache_dir,
-        log=lambda msg: err_console.print(msg, highlight=False),
-        show_progress=True,
-        caption_source=source_of_file(captions).to_dict(),
-    )
-    console.print(f"metrics: {out / 'metrics.json'} and {out / 'metrics.md'}")
+    assert exp.out is not None
+    console.print(f"metrics: {exp.out / 'metrics.json'} and {exp.out / 'metrics.md'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,15 +6,19 @@ end-to-end mode, where ``encoder_lr`` applies to the encoders and ``lr`` to the 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from skyfuse.errors import ConfigError
 
 
 class TrainConfig(BaseModel):
-    """Optimiser, schedule, stopping and Lightning pass-through settings of a training run."""
+    """Optimiser, schedule, stopping and Lightning pass-through settings of a training run.
+
+    Checked like any pydantic model; user documents reach it through `skyfuse.experiments`, which
+    turns a bad value into one line naming its key (``training.lr: ...``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,15 +62,6 @@ class TrainConfig(BaseModel):
         description="where per-epoch metrics go: DIR/logs/metrics.csv (csv), or Lightning's"
         " TensorBoard/MLflow/W&B logger when its package is installed; none = no log",
     )
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            parts = [
-                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
-            ]
-            raise ConfigError(f"invalid training settings ({'; '.join(parts)})") from None
 
     def lightning_devices(self) -> int | str | list[int]:
         """``devices`` as Lightning expects it: "auto", a count, or a list of indices."""

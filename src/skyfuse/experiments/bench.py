@@ -1,0 +1,101 @@
+"""Running a `BenchExperiment`: features once, every model on every seed's split, the tables written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from skyfuse.errors import ConfigError
+from skyfuse.experiments.config import (
+    CONFIG_FILE,
+    BenchExperiment,
+    Recorded,
+    absolute_paths,
+    save_experiment,
+)
+
+RunHook = Callable[[dict[str, Any]], None]
+
+
+def check_bench(exp: BenchExperiment) -> None:
+    """One-line errors before minutes of feature extraction are spent."""
+    from skyfuse.models import list_models
+
+    known = list_models()
+    for name in exp.models:
+        if name.lower() not in known:
+            raise ConfigError(f"--model {name}: unknown; use one of {', '.join(known)}")
+    if exp.data.path is None:
+        raise ConfigError("no scene folder: give PATH or set data.path in the config")
+    if exp.data.protocol is None and exp.data.train_ratio is None:
+        raise ConfigError("pass --protocol NAME (e.g. whu-60) or --train RATIO")
+
+
+def run_bench_experiment(
+    exp: BenchExperiment,
+    *,
+    force: bool = False,
+    on_run: RunHook | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """The bench table (mean ± std per model, percent); with ``exp.out`` also its files and config.yaml."""
+    import datetime as dt
+
+    import skyfuse
+    from skyfuse.training import prepare
+    from skyfuse.training.bench import run_bench
+    from skyfuse.training.runfolder import captions_digest
+
+    check_bench(exp)
+    exp = absolute_paths(exp)
+    assert exp.data.path is not None
+    folder = prepare.open_folder(exp.data.path)
+    caps = prepare.resolve_captions(folder, exp.data.captions)
+    features = prepare.extract(
+        folder,
+        caps.texts,
+        image_encoder=exp.encoders.image,
+        text_encoder=exp.encoders.text,
+        cache_dir=exp.encoders.cache_dir,
+        views=exp.training.views,
+        show_progress=show_progress,
+    )
+    if features.skipped:
+        warn(f"{len(features.skipped)} image(s) without features are left out")
+    digest = captions_digest(caps.texts, features.rels)
+    table, _ = run_bench(
+        features,
+        folder,
+        models=[m.lower() for m in exp.models],
+        seeds=exp.seeds,
+        protocol=exp.data.protocol,
+        train_ratio=exp.data.train_ratio,
+        val=exp.data.val,
+        cfg=exp.training,
+        fusion=exp.fusion.model_dump(),
+        probes=exp.probes,
+        out_dir=exp.out,
+        image_encoder=features.image_encoder_id,
+        text_encoder=features.text_encoder_id,
+        prompt_id=caps.prompt_id,
+        caption_source=caps.provenance,
+        encoder_names=(exp.encoders.image, exp.encoders.text),
+        dataset=str(folder.root),
+        save_models=exp.save_models,
+        on_run=on_run,
+        captions_digest=digest,
+        force=force,
+    )
+    if exp.out is not None:
+        stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        seen = Recorded(
+            version=skyfuse.__version__,
+            written=stamp,
+            captions_digest=digest,
+            image_encoder_id=features.image_encoder_id,
+            text_encoder_id=features.text_encoder_id,
+            caption_source=caps.provenance,
+        )
+        save_experiment(exp.model_copy(update={"recorded": seen}), exp.out / CONFIG_FILE)
+    return table

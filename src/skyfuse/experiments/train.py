@@ -1,0 +1,222 @@
+"""Running a `TrainExperiment`: inputs resolved, features extracted (or fine-tuning), the run written.
+
+The command line and the Python API both come here, so ``skyfuse train --config RUN/config.yaml``
+and ``run_train(build_experiment(TrainExperiment, config_file=...))`` are the same run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from skyfuse.errors import ConfigError
+from skyfuse.experiments.config import (
+    CONFIG_FILE,
+    Recorded,
+    TrainExperiment,
+    absolute_paths,
+    recorded_differences,
+    save_experiment,
+)
+from skyfuse.training.fit import EpochHook
+
+Warn = Callable[[str], None]
+
+
+def _ignore(message: str) -> None:
+    return None
+
+
+def check_new_run(exp: TrainExperiment, *, force: bool) -> Path:
+    """The output folder, or a one-line error before minutes of feature extraction are spent."""
+    from skyfuse.models import list_models
+
+    if exp.model.name.lower() not in list_models():
+        raise ConfigError(
+            f"--model {exp.model.name}: unknown; use one of {', '.join(list_models())}"
+        )
+    if exp.data.path is None:
+        raise ConfigError("no scene folder: give PATH or set data.path in the config")
+    if exp.out is None:
+        raise ConfigError("no output folder: pass --out DIR or set out in the config")
+    if (exp.out / "metrics.json").is_file() and not force:
+        raise ConfigError(
+            f"{exp.out}: holds a finished run (metrics.json); pass --force to retrain or choose another --out"
+        )
+    return exp.out
+
+
+def fusion_settings(exp: TrainExperiment) -> dict[str, Any]:
+    """The model section as `FusionConfig` keyword arguments (the name is the model)."""
+    return exp.model.model_dump(exclude={"name"})
+
+
+def dropped_warning(dropped: list[str], skipped: dict[str, str]) -> str | None:
+    """One line for images of the split that have no features (undecodable, no caption)."""
+    if not dropped:
+        return None
+    why = skipped.get(dropped[0], "no features")
+    return f"{len(dropped)} image(s) of the split left out, e.g. {dropped[0]}: {why}"
+
+
+def record_of(exp: TrainExperiment, seen: Recorded) -> TrainExperiment:
+    """``exp`` with what this run saw as its ``recorded`` section (version, digests, encoder ids)."""
+    import skyfuse
+
+    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    update = {"version": skyfuse.__version__, "written": stamp}
+    return exp.model_copy(update={"recorded": seen.model_copy(update=update)})
+
+
+def write_config(exp: TrainExperiment, out: Path, *, first: bool) -> None:
+    """DIR/config.yaml; at the start only into a folder without another run's files (``first``)."""
+    from skyfuse.training.distributed import is_rank_zero
+
+    if not is_rank_zero():
+        return
+    if first and ((out / "run.json").exists() or (out / CONFIG_FILE).exists()):
+        return  # a run to resume, or another run: `open_run` decides; the end rewrites it
+    out.mkdir(parents=True, exist_ok=True)
+    save_experiment(exp, out / CONFIG_FILE)
+
+
+def run_train(
+    exp: TrainExperiment,
+    *,
+    force: bool = False,
+    on_epoch: EpochHook | None = None,
+    warn: Warn = _ignore,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train, test once, and write the run folder, ``config.yaml`` included; returns metrics.json's dict."""
+    from skyfuse.training import prepare
+    from skyfuse.training.runfolder import captions_digest, split_digest
+
+    out = check_new_run(exp, force=force)
+    exp = absolute_paths(exp)
+    out = exp.out or out
+    assert exp.data.path is not None
+    folder = prepare.open_folder(exp.data.path)
+    split = prepare.resolve_split(
+        folder,
+        split_file=exp.data.split,
+        protocol=exp.data.protocol,
+        train_ratio=exp.data.train_ratio,
+        val=exp.data.val,
+        seed=exp.seed,
+    )
+    caps = prepare.resolve_captions(folder, exp.data.captions)
+    rels = [*split.part("train"), *split.part("val"), *split.test]
+    seen = Recorded(
+        captions_digest=captions_digest(caps.texts, rels),
+        split_digest=split_digest(split),
+        caption_source=caps.provenance,
+    )
+    for difference in recorded_differences(exp, seen):
+        warn(f"this run differs from the config's recorded run: {difference}")
+    if not force:
+        write_config(exp.model_copy(update={"recorded": None}), out, first=True)
+    if exp.training.finetune:
+        result = _finetune(exp, folder, split, caps, force=force, on_epoch=on_epoch)
+    else:
+        result = _frozen(
+            exp,
+            folder,
+            split,
+            caps,
+            seen,
+            force=force,
+            on_epoch=on_epoch,
+            warn=warn,
+            show_progress=show_progress,
+        )
+    enc = result.get("encoders") or {}
+    seen = seen.model_copy(
+        update={"image_encoder_id": enc.get("image"), "text_encoder_id": enc.get("text")}
+    )
+    write_config(record_of(exp, seen), out, first=False)
+    return result
+
+
+def _finetune(
+    exp: TrainExperiment,
+    folder: Any,
+    split: Any,
+    caps: Any,
+    *,
+    force: bool,
+    on_epoch: EpochHook | None,
+) -> dict[str, Any]:
+    """The paper's end-to-end setting: the frozen-feature recipe (linear path) does not apply."""
+    from skyfuse.training.finetune import run_finetune
+
+    assert exp.out is not None
+    return run_finetune(
+        folder,
+        split,
+        caps.texts,
+        model=exp.model.name,
+        cfg=exp.training,
+        fusion={**fusion_settings(exp), "linear_path": False},
+        out_dir=exp.out,
+        image_encoder=exp.encoders.image,
+        text_encoder=exp.encoders.text,
+        prompt_id=caps.prompt_id,
+        caption_source=caps.provenance,
+        cache_dir=exp.encoders.cache_dir,
+        force=force,
+        on_epoch=on_epoch,
+    )
+
+
+def _frozen(
+    exp: TrainExperiment,
+    folder: Any,
+    split: Any,
+    caps: Any,
+    seen: Recorded,
+    *,
+    force: bool,
+    on_epoch: EpochHook | None,
+    warn: Warn,
+    show_progress: bool,
+) -> dict[str, Any]:
+    from skyfuse.training import prepare
+    from skyfuse.training.run import run_training
+
+    features = prepare.extract(
+        folder,
+        caps.texts,
+        image_encoder=exp.encoders.image,
+        text_encoder=exp.encoders.text,
+        cache_dir=exp.encoders.cache_dir,
+        views=exp.training.views,
+        show_progress=show_progress,
+    )
+    split, dropped = prepare.restrict_split(split, set(features.rels))
+    line = dropped_warning(dropped, features.skipped)
+    if line:
+        warn(line)
+    record: dict[str, Any] = {"dropped": dropped} if dropped else {}
+    if exp.data.captions is not None:  # lets `skyfuse evaluate RUN` find the same captions again
+        record["captions"] = str(Path(exp.data.captions).resolve())
+    return run_training(
+        features,
+        split,
+        model=exp.model.name,
+        cfg=exp.training,
+        fusion=fusion_settings(exp),
+        out_dir=exp.out,
+        image_encoder=features.image_encoder_id,
+        text_encoder=features.text_encoder_id,
+        prompt_id=caps.prompt_id,
+        caption_source=caps.provenance,
+        encoder_names=(exp.encoders.image, exp.encoders.text),
+        dataset=str(folder.root),
+        on_epoch=on_epoch,
+        captions_digest=seen.captions_digest,
+        force=force,
+        record=record,
+    )
