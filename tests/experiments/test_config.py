@@ -124,3 +124,20 @@ def test_recorded_section_is_accepted_and_compared(tmp_path: Path) -> None:
     assert recorded_differences(back, Recorded(captions_digest="a" * 64)) == []
     (difference,) = recorded_differences(back, Recorded(captions_digest="b" * 64))
     assert difference.startswith("captions_digest aaaa")
+
+
+def test_the_documented_examples_are_valid_experiments(tmp_path: Path) -> None:
+    """Every YAML example of docs/experiments.md passes the same check a user's file gets."""
+    import re
+
+    from skyfuse.experiments.config import KINDS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text("utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 3
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"example{i}.yaml"
+        path.write_text(block, encoding="utf-8")
+        kind = KINDS[yaml.safe_load(block)["kind"]]
+        exp = build_experiment(kind, config_file=path)
+        assert exp.data.path == Path("data/aid")

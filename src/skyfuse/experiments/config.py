@@ -309,6 +309,8 @@ def to_document(exp: Experiment) -> dict[str, Any]:
         data["training"].pop("seed", None)  # the top-level seed (bench: one per run)
     if data.get("recorded") is None:
         data.pop("recorded", None)
+    if isinstance(data.get("model"), dict) and "name" in data["model"]:  # the name first
+        data["model"] = {"name": data["model"].pop("name"), **data["model"]}
     return data
 
 
