@@ -12,11 +12,12 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skyfuse.captioning.audit import AuditReport
-from skyfuse.captioning.base import Captioner
-from skyfuse.captioning.runner import CaptionRunSummary
+if TYPE_CHECKING:
+    from skyfuse.captioning.audit import AuditReport
+    from skyfuse.captioning.base import Captioner
+    from skyfuse.captioning.runner import CaptionRunSummary
 
 #: backend -> the `CaptionJob` options it takes (under the backend's keyword names)
 BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {

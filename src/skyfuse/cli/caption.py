@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from skyfuse.captioning.job import backend_options, pick_backend
 from skyfuse.cli.common import console, err_console, friendly_errors
 
 if TYPE_CHECKING:
@@ -298,4 +297,4 @@ def register(app: typer.Typer) -> None:
     app.command("caption")(caption)
 
 
-__all__ = ["BACKEND_HELP", "backend_options", "caption", "pick_backend", "register"]
+__all__ = ["BACKEND_HELP", "caption", "register"]

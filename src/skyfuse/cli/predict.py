@@ -1,94 +1,27 @@
-"""Verbs that use a trained bundle: `skyfuse predict`, `skyfuse explain`, `skyfuse export`."""
+"""Verbs that use a trained bundle: `skyfuse predict`, `skyfuse explain`, `skyfuse export`.
+
+The commands parse options into a `PredictJob` / `ExplainJob` (skyfuse.inference.job) or an
+`ExportJob` (skyfuse.export.job) and print what it did; the caption and encoder choices and the
+checks live in the library.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from skyfuse.cli.common import console, err_console, friendly_errors, progress
 
+if TYPE_CHECKING:
+    from skyfuse.inference.batch import PredictSummary
+    from skyfuse.inference.job import PreparedExplain, PreparedPredict
+
 MODEL_DIR_HELP = (
     "Model bundle folder (DIR/model written by `skyfuse train` or `skyfuse zeroshot`), or that run"
     " folder DIR."
 )
-
-
-def _caption_source(
-    captions: Path | None,
-    backend: str | None,
-    vlm_model: str | None,
-    base_url: str | None,
-    dataset_root: Path | None,
-) -> tuple[dict[str, str] | None, str | None, dict[str, Any]]:
-    """(captions from a file or None, the captioner the user forced or None, backend options).
-
-    Without --captioner the bundle's training caption source is used; --vlm-model / --base-url
-    then say where its VLM is."""
-    from skyfuse.cli.caption import backend_options
-    from skyfuse.errors import BadInputError
-
-    loaded = None
-    if captions is not None:
-        from skyfuse.captioning import load_captions
-
-        try:
-            loaded = load_captions(captions, dataset_root)
-        except BadInputError:
-            if dataset_root is None:
-                raise
-            # not a scene folder (e.g. a plain folder of images): keep the source's own names,
-            # inputs find their captions by name matching
-            loaded = load_captions(captions)
-    if backend is not None:
-        check_live_backend(backend, vlm_model)
-        return loaded, backend, backend_options(backend, model=vlm_model, base_url=base_url)
-    opts = {k: v for k, v in (("model", vlm_model), ("base_url", base_url)) if v}
-    return loaded, None, opts
-
-
-def _opset_range() -> tuple[int, int]:
-    """Opsets `skyfuse export` can write: 14 (scaled-dot-product attention) up to torch's newest."""
-    try:
-        from torch.onnx import _constants
-
-        high = int(_constants.ONNX_MAX_OPSET)
-    except (ImportError, AttributeError):  # pragma: no cover - private module moved
-        high = 20
-    return 14, high
-
-
-def check_live_backend(name: str, vlm_model: str | None) -> None:
-    """Refuse a captioner that cannot work before anything is loaded or written (captioners are only
-    built when the first image needs a caption, which would be after the output file exists)."""
-    from skyfuse.captioning import list_captioners
-    from skyfuse.errors import ConfigError
-
-    if name == "files":
-        raise ConfigError(
-            "--captioner files imports a caption file; pass it as --captions FILE instead"
-        )
-    if name not in list_captioners():
-        raise ConfigError(
-            f"--captioner {name}: unknown captioner; use one of attributes, openai, transformers"
-        )
-    if name in {"openai", "transformers"} and not vlm_model:
-        what = "the model name the server knows" if name == "openai" else "a local folder or hub id"
-        raise ConfigError(f"--captioner {name} needs --vlm-model ({what})")
-
-
-def _encoder_kw(image_encoder: str | None, text_encoder: str | None) -> dict[str, Any]:
-    from skyfuse.encoders import create_image_encoder, create_text_encoder
-
-    kw: dict[str, Any] = {}
-    if image_encoder:
-        kw["image_encoder"] = create_image_encoder(image_encoder)
-    if text_encoder:
-        kw["text_encoder"] = create_text_encoder(text_encoder)
-    return kw
-
-
 _BACKEND_HELP = (
     "Force a captioner for images without a caption (attributes, openai, transformers). Default:"
     " the source the model's training captions came from; another kind needs"
@@ -105,302 +38,326 @@ _PROMPT_HELP = "Prompt id or file, for a model trained on VLM captions whose pro
 _MISMATCH_HELP = (
     "Accept captions of another kind than the model was trained on (records say caption_mismatch)."
 )
+_VIEWS_HELP = (
+    "Dihedral views averaged per image: 1, 2, 4 or 8 (default: the bundle's, what its test accuracy"
+    " was measured with; 1 is the fastest)."
+)
+
+# --- shared by predict, explain and serve -------------------------------------------------------
+
+ModelDirArg = Annotated[Path, typer.Argument(help=MODEL_DIR_HELP)]
+CaptionerOpt = Annotated[str | None, typer.Option("--captioner", "--backend", help=_BACKEND_HELP)]
+VlmModelOpt = Annotated[str | None, typer.Option("--vlm-model", help=_VLM_HELP)]
+VlmBaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help=_BASE_URL_HELP)]
+CaptionPromptOpt = Annotated[str | None, typer.Option("--prompt", help=_PROMPT_HELP)]
+MismatchOpt = Annotated[bool, typer.Option("--allow-caption-mismatch", help=_MISMATCH_HELP)]
+PredictViewsOpt = Annotated[int | None, typer.Option("--views", help=_VIEWS_HELP)]
+ForwardBatchOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
+]
+
+# --- predict ------------------------------------------------------------------------------------
+
+InputsArg = Annotated[
+    list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")
+]
+PredictOutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Output file: .jsonl or .csv (appended to; resumes).")
+]
+GivenCaptionsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--captions",
+        help="Captions to use (caption store JSONL, JSONL/CSV of path,caption, text/ tree).",
+    ),
+]
+TopKOpt = Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels per image.")]
+PredictClassesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--classes",
+        help="Zero-shot bundles: comma-separated class names to score, e.g. 'port,golf course'.",
+    ),
+]
+PredictDeviceOpt = Annotated[str, typer.Option("--device", help="torch device: cpu, cuda, cuda:1.")]
+BundleImageEncoderOpt = Annotated[
+    str | None,
+    typer.Option("--image-encoder", help="Override the bundle's image encoder name/folder."),
+]
+BundleTextEncoderOpt = Annotated[
+    str | None,
+    typer.Option("--text-encoder", help="Override the bundle's text encoder name/folder."),
+]
+
+# --- explain and export -------------------------------------------------------------------------
+
+ExplainPathArg = Annotated[
+    Path,
+    typer.Argument(help="An image, a folder of images, or a scene folder (class sub-folders)."),
+]
+ExplainOutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Folder for the PNGs and explain.json.")
+]
+ExplainCaptionsOpt = Annotated[
+    Path | None, typer.Option("--captions", help="Captions to use (as for predict).")
+]
+SampleLimitOpt = Annotated[
+    int,
+    typer.Option(
+        "--limit",
+        min=1,
+        help="Images sampled (round-robin over classes) for t-SNE and confusion.",
+    ),
+]
+ExamplesOpt = Annotated[
+    int, typer.Option("--examples", min=0, help="Images that get an attention figure.")
+]
+ExplainSeedOpt = Annotated[int, typer.Option("--seed", help="Sampling and t-SNE seed.")]
+TorchDeviceOpt = Annotated[str, typer.Option("--device", help="torch device.")]
+ImageEncoderOverrideOpt = Annotated[
+    str | None, typer.Option("--image-encoder", help="Override the bundle's image encoder.")
+]
+TextEncoderOverrideOpt = Annotated[
+    str | None, typer.Option("--text-encoder", help="Override the bundle's text encoder.")
+]
+ExportOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Fusion model file (*.onnx); encoders and metadata go beside it.",
+    ),
+]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Export format (onnx).")]
+EncodersOpt = Annotated[
+    bool,
+    typer.Option("--encoders/--no-encoders", help="Also export the image and text encoders."),
+]
+OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset version.")]
 
 
-def captioner_option() -> Any:
-    return typer.Option(None, "--captioner", "--backend", help=_BACKEND_HELP)
+def _predict_with_bar(prepared: PreparedPredict) -> PredictSummary:
+    """Run under a progress bar that starts at what the output file already holds."""
+    with progress() as bar:
+        tasks: list[Any] = []
+
+        def start(total: int, done: int) -> None:
+            tasks.append(bar.add_task("predict", total=total, completed=done))
+
+        def tick(n: int, s: PredictSummary) -> None:
+            bar.update(tasks[0], advance=n, extra=f"{len(s.failed)} failed" if s.failed else "")
+
+        return prepared.run(on_start=start, on_progress=tick)
 
 
-def vlm_model_option() -> Any:
-    return typer.Option(None, "--vlm-model", help=_VLM_HELP)
-
-
-def base_url_option() -> Any:
-    return typer.Option(None, "--base-url", help=_BASE_URL_HELP)
-
-
-def prompt_option() -> Any:
-    return typer.Option(None, "--prompt", help=_PROMPT_HELP)
-
-
-def mismatch_option() -> Any:
-    return typer.Option(False, "--allow-caption-mismatch", help=_MISMATCH_HELP)
-
-
-def register(app: typer.Typer) -> None:
-    @app.command("predict")
-    @friendly_errors
-    def predict_cmd(
-        model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
-        inputs: list[Path] = typer.Argument(
-            ..., help="Image files and/or folders (searched recursively)."
-        ),
-        out: Path = typer.Option(
-            ..., "--out", "-o", help="Output file: .jsonl or .csv (appended to; resumes)."
-        ),
-        captions: Path | None = typer.Option(
-            None,
-            "--captions",
-            help="Captions to use (caption store JSONL, JSONL/CSV of path,caption, text/ tree).",
-        ),
-        backend: str | None = captioner_option(),
-        vlm_model: str | None = vlm_model_option(),
-        base_url: str | None = base_url_option(),
-        prompt: str | None = prompt_option(),
-        allow_mismatch: bool = mismatch_option(),
-        top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Labels per image."),
-        batch_size: int = typer.Option(
-            16, "--batch-size", "-b", min=1, help="Images per forward pass."
-        ),
-        classes: str | None = typer.Option(
-            None,
-            "--classes",
-            help="Zero-shot bundles: comma-separated class names to score, e.g. 'port,golf course'.",
-        ),
-        device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:1."),
-        views: int | None = typer.Option(
-            None,
-            "--views",
-            help="Dihedral views averaged per image: 1, 2, 4 or 8 (default: the bundle's, what its"
-            " test accuracy was measured with; 1 is the fastest).",
-        ),
-        image_encoder: str | None = typer.Option(
-            None, "--image-encoder", help="Override the bundle's image encoder name/folder."
-        ),
-        text_encoder: str | None = typer.Option(
-            None, "--text-encoder", help="Override the bundle's text encoder name/folder."
-        ),
-    ) -> None:
-        """Predict the scene class of images into a JSONL or CSV file.
-
-        Each record has `path` (relative to a given folder), `top_k` ([{label, prob}], best first),
-        `caption`, `caption_source` ("given" from --captions, the captioner's id, or "none" for an
-        image-only prediction) and `caption_mismatch` (the caption is of another kind than the
-        model's training captions). Missing captions come from the model's training caption source;
-        a caption that fails is a record with `error`, retried by the next run. Corrupt files are
-        reported and skipped; re-running the same command resumes.
-        """
-        from skyfuse.inference import (
-            PredictionWriter,
-            collect_inputs,
-            load_predictor,
-            parse_classes,
-            plan_captions,
-            predict_files,
-            resolve_model_dir,
+def _print_predict_summary(summary: PredictSummary, out: Path) -> None:
+    """Skipped files and failed captions on stderr (20 of each at most), the counts on stdout."""
+    for key, reason in summary.failed[:20]:
+        err_console.print(
+            f"[yellow]skipped[/yellow] {key}: {reason}", highlight=False, soft_wrap=True
         )
+    if len(summary.failed) > 20:
+        err_console.print(f"... and {len(summary.failed) - 20} more skipped files")
+    for key, reason in summary.caption_failed[:20]:
+        err_console.print(f"[red]no caption[/red] {key}: {reason}", highlight=False, soft_wrap=True)
+    console.print(
+        f"{summary.predicted} predicted, {summary.already_done} already in {out},"
+        f" {len(summary.failed)} skipped (unreadable), {summary.captioned} captioned on the fly,"
+        f" {summary.image_only} image-only, {summary.mismatched} with caption_mismatch,"
+        f" {len(summary.caption_failed)} failed captions (error records; rerun to retry)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
-        model_dir = resolve_model_dir(model_dir)
-        names = parse_classes(classes)
-        items = collect_inputs(inputs)
-        root = inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else None
-        caps, name, opts = _caption_source(captions, backend, vlm_model, base_url, root)
-        predictor = load_predictor(
-            model_dir,
-            classes=names,
-            captioner=name,
-            captioner_options=opts,
-            prompt=prompt,
-            allow_caption_mismatch=allow_mismatch,
-            batch_size=batch_size,
-            device=device,
-            views=views,
-            **_encoder_kw(image_encoder, text_encoder),
+
+def _print_explain_summary(prepared: PreparedExplain, summary: Any) -> None:
+    """Skipped files and a missing-attention note on stderr, the files written on stdout."""
+    for key, reason in summary.failed[:10]:
+        err_console.print(
+            f"[yellow]skipped[/yellow] {key}: {reason}", highlight=False, soft_wrap=True
         )
-        plan = plan_captions(predictor, items, caps, captions, allow_mismatch=allow_mismatch)
-        if plan.note:
-            err_console.print(plan.note, highlight=False, soft_wrap=True)
-        with PredictionWriter(out, top_k=top_k) as writer, progress() as bar:
-            task = bar.add_task(
-                "predict",
-                total=len(items),
-                completed=sum(1 for it in items if it.key in writer.done),
-            )
-
-            def tick(n: int, s: Any) -> None:
-                bar.update(task, advance=n, extra=f"{len(s.failed)} failed" if s.failed else "")
-
-            summary = predict_files(
-                predictor,
-                items,
-                writer,
-                captions=caps,
-                top_k=top_k,
-                batch_size=batch_size,
-                given_mismatch=plan.given_mismatch,
-                on_progress=tick,
-            )
-        for key, reason in summary.failed[:20]:
-            err_console.print(
-                f"[yellow]skipped[/yellow] {key}: {reason}", highlight=False, soft_wrap=True
-            )
-        if len(summary.failed) > 20:
-            err_console.print(f"... and {len(summary.failed) - 20} more skipped files")
-        for key, reason in summary.caption_failed[:20]:
-            err_console.print(
-                f"[red]no caption[/red] {key}: {reason}", highlight=False, soft_wrap=True
-            )
-        console.print(
-            f"{summary.predicted} predicted, {summary.already_done} already in {out},"
-            f" {len(summary.failed)} skipped (unreadable), {summary.captioned} captioned on the fly,"
-            f" {summary.image_only} image-only, {summary.mismatched} with caption_mismatch,"
-            f" {len(summary.caption_failed)} failed captions (error records; rerun to retry)",
+    if prepared.lacks_attention(summary):
+        err_console.print(
+            f"no attention figures: the {prepared.model_kind} model has no cross-attention to show"
+            " (dual, t2i and i2t have)",
             highlight=False,
             soft_wrap=True,
         )
-        if summary.caption_failed:
-            raise typer.Exit(1)
+    oa = f", OA on the sample {100 * summary.oa:.1f} %" if summary.oa is not None else ""
+    console.print(f"{summary.images} images explained{oa}; wrote:", highlight=False, soft_wrap=True)
+    for f in summary.files:
+        console.print(f"  {f}", highlight=False, soft_wrap=True)
 
-    @app.command("explain")
-    @friendly_errors
-    def explain_cmd(
-        model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
-        path: Path = typer.Argument(
-            ..., help="An image, a folder of images, or a scene folder (class sub-folders)."
-        ),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNGs and explain.json."),
-        captions: Path | None = typer.Option(
-            None, "--captions", help="Captions to use (as for predict)."
-        ),
-        backend: str | None = captioner_option(),
-        vlm_model: str | None = vlm_model_option(),
-        base_url: str | None = base_url_option(),
-        prompt: str | None = prompt_option(),
-        allow_mismatch: bool = mismatch_option(),
-        limit: int = typer.Option(
-            300,
-            "--limit",
-            min=1,
-            help="Images sampled (round-robin over classes) for t-SNE and confusion.",
-        ),
-        examples: int = typer.Option(
-            6, "--examples", min=0, help="Images that get an attention figure."
-        ),
-        seed: int = typer.Option(0, "--seed", help="Sampling and t-SNE seed."),
-        batch_size: int = typer.Option(
-            16, "--batch-size", "-b", min=1, help="Images per forward pass."
-        ),
-        device: str = typer.Option("cpu", "--device", help="torch device."),
-        image_encoder: str | None = typer.Option(
-            None, "--image-encoder", help="Override the bundle's image encoder."
-        ),
-        text_encoder: str | None = typer.Option(
-            None, "--text-encoder", help="Override the bundle's text encoder."
-        ),
-    ) -> None:
-        """Show why the model decides: attention overlays, a t-SNE map and a confusion matrix.
 
-        Writes OUT/attention/*.png (which image regions the caption's words attend to, and which
-        words the regions attend to), OUT/tsne.png (fused features coloured by class), and for a
-        scene folder whose classes the model knows OUT/confusion.png + confusion.json; per-image
-        predictions go to OUT/explain.json.
-        """
-        from skyfuse.inference import Predictor, resolve_model_dir
-        from skyfuse.inference.explain import explain_path
+@friendly_errors
+def predict_cmd(
+    model_dir: ModelDirArg,
+    inputs: InputsArg,
+    out: PredictOutOpt,
+    captions: GivenCaptionsOpt = None,
+    backend: CaptionerOpt = None,
+    vlm_model: VlmModelOpt = None,
+    base_url: VlmBaseUrlOpt = None,
+    prompt: CaptionPromptOpt = None,
+    allow_mismatch: MismatchOpt = False,
+    top_k: TopKOpt = 5,
+    batch_size: ForwardBatchOpt = 16,
+    classes: PredictClassesOpt = None,
+    device: PredictDeviceOpt = "cpu",
+    views: PredictViewsOpt = None,
+    image_encoder: BundleImageEncoderOpt = None,
+    text_encoder: BundleTextEncoderOpt = None,
+) -> None:
+    """Predict the scene class of images into a JSONL or CSV file.
 
-        model_dir = resolve_model_dir(model_dir)
-        root = path if path.is_dir() else None
-        caps, name, opts = _caption_source(captions, backend, vlm_model, base_url, root)
-        predictor = Predictor(
-            model_dir,
-            captioner=name,
-            captioner_options=opts,
-            prompt=prompt,
-            allow_caption_mismatch=allow_mismatch,
-            batch_size=batch_size,
-            device=device,
-            **_encoder_kw(image_encoder, text_encoder),
-        )
-        with progress() as bar:
-            task = bar.add_task("explain", total=None)
-            summary = explain_path(
-                predictor,
-                path,
-                out,
-                captions=caps,
-                limit=limit,
-                examples=examples,
-                seed=seed,
-                batch_size=batch_size,
-                on_progress=lambda n: bar.update(task, advance=n),
-            )
-        for key, reason in summary.failed[:10]:
-            err_console.print(
-                f"[yellow]skipped[/yellow] {key}: {reason}", highlight=False, soft_wrap=True
-            )
-        if examples > 0 and not any(f.parent.name == "attention" for f in summary.files):
-            kind = getattr(getattr(predictor.bundle, "config", None), "model", "this")
-            err_console.print(
-                f"no attention figures: the {kind} model has no cross-attention to show"
-                " (dual, t2i and i2t have)",
+    Each record has `path` (relative to a given folder), `top_k` ([{label, prob}], best first),
+    `caption`, `caption_source` ("given" from --captions, the captioner's id, or "none" for an
+    image-only prediction) and `caption_mismatch` (the caption is of another kind than the
+    model's training captions). Missing captions come from the model's training caption source;
+    a caption that fails is a record with `error`, retried by the next run. Corrupt files are
+    reported and skipped; re-running the same command resumes.
+    """
+    from skyfuse.inference.job import CaptionChoice, PredictJob, prepare_predict
+
+    choice = CaptionChoice(captions, backend, vlm_model, base_url, prompt, allow_mismatch)
+    job = PredictJob(
+        model_dir=model_dir,
+        inputs=inputs,
+        out=out,
+        caption=choice,
+        top_k=top_k,
+        batch_size=batch_size,
+        classes=classes,
+        device=device,
+        views=views,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+    )
+    prepared = prepare_predict(job)
+    if prepared.plan.note:
+        err_console.print(prepared.plan.note, highlight=False, soft_wrap=True)
+    summary = _predict_with_bar(prepared)
+    _print_predict_summary(summary, out)
+    if summary.caption_failed:
+        raise typer.Exit(1)
+
+
+@friendly_errors
+def explain_cmd(
+    model_dir: ModelDirArg,
+    path: ExplainPathArg,
+    out: ExplainOutOpt,
+    captions: ExplainCaptionsOpt = None,
+    backend: CaptionerOpt = None,
+    vlm_model: VlmModelOpt = None,
+    base_url: VlmBaseUrlOpt = None,
+    prompt: CaptionPromptOpt = None,
+    allow_mismatch: MismatchOpt = False,
+    limit: SampleLimitOpt = 300,
+    examples: ExamplesOpt = 6,
+    seed: ExplainSeedOpt = 0,
+    batch_size: ForwardBatchOpt = 16,
+    device: TorchDeviceOpt = "cpu",
+    image_encoder: ImageEncoderOverrideOpt = None,
+    text_encoder: TextEncoderOverrideOpt = None,
+) -> None:
+    """Show why the model decides: attention overlays, a t-SNE map and a confusion matrix.
+
+    Writes OUT/attention/*.png (which image regions the caption's words attend to, and which
+    words the regions attend to), OUT/tsne.png (fused features coloured by class), and for a
+    scene folder whose classes the model knows OUT/confusion.png + confusion.json; per-image
+    predictions go to OUT/explain.json.
+    """
+    from skyfuse.inference.job import CaptionChoice, ExplainJob, prepare_explain
+
+    choice = CaptionChoice(captions, backend, vlm_model, base_url, prompt, allow_mismatch)
+    job = ExplainJob(
+        model_dir=model_dir,
+        path=path,
+        out=out,
+        caption=choice,
+        limit=limit,
+        examples=examples,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+    )
+    prepared = prepare_explain(job)
+    with progress() as bar:
+        task = bar.add_task("explain", total=None)
+        summary = prepared.run(on_progress=lambda n: bar.update(task, advance=n))
+    _print_explain_summary(prepared, summary)
+
+
+@friendly_errors
+def export_cmd(
+    model_dir: ModelDirArg,
+    out: ExportOutOpt,
+    fmt: FormatOpt = "onnx",
+    encoders: EncodersOpt = True,
+    opset: OpsetOpt = 17,
+    image_encoder: ImageEncoderOverrideOpt = None,
+    text_encoder: TextEncoderOverrideOpt = None,
+) -> None:
+    """Export a bundle for deployment without skyfuse (onnxruntime).
+
+    OUT holds the fusion model over encoder tokens: inputs image_tokens (B,N,Di) float32,
+    image_mask (B,N) bool, text_tokens (B,L,Dt) float32, text_mask (B,L) bool (True = real
+    token); outputs logits and fused. With --encoders, OUT's stem gets .image_encoder.onnx
+    (normalised pixels -> tokens, mask, pooled), .text_encoder.onnx (input_ids, attention_mask
+    -> tokens, mask, pooled) and a .tokenizer folder; OUT.json records class names, input
+    names and preprocessing. Every graph is compared with torch on random inputs (<= 1e-4).
+    """
+    from skyfuse.export.job import ExportJob, prepare_export
+
+    job = ExportJob(
+        model_dir=model_dir,
+        out=out,
+        fmt=fmt,
+        encoders=encoders,
+        opset=opset,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+    )
+    prepared = prepare_export(job)
+    with console.status("exporting and checking against torch..."):
+        report = prepared.run()
+    for r in report.results:
+        if r.error is None and r.path is not None:
+            console.print(
+                f"[green]ok[/green] {r.name}: {r.path} (max |onnx - torch| = {r.max_abs_diff:.2e})",
                 highlight=False,
                 soft_wrap=True,
             )
-        oa = f", OA on the sample {100 * summary.oa:.1f} %" if summary.oa is not None else ""
-        console.print(
-            f"{summary.images} images explained{oa}; wrote:", highlight=False, soft_wrap=True
-        )
-        for f in summary.files:
-            console.print(f"  {f}", highlight=False, soft_wrap=True)
-
-    @app.command("export")
-    @friendly_errors
-    def export_cmd(
-        model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
-        out: Path = typer.Option(
-            ...,
-            "--out",
-            "-o",
-            help="Fusion model file (*.onnx); encoders and metadata go beside it.",
-        ),
-        fmt: str = typer.Option("onnx", "--format", "-f", help="Export format (onnx)."),
-        encoders: bool = typer.Option(
-            True, "--encoders/--no-encoders", help="Also export the image and text encoders."
-        ),
-        opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
-        image_encoder: str | None = typer.Option(
-            None, "--image-encoder", help="Override the bundle's image encoder."
-        ),
-        text_encoder: str | None = typer.Option(
-            None, "--text-encoder", help="Override the bundle's text encoder."
-        ),
-    ) -> None:
-        """Export a bundle for deployment without skyfuse (onnxruntime).
-
-        OUT holds the fusion model over encoder tokens: inputs image_tokens (B,N,Di) float32,
-        image_mask (B,N) bool, text_tokens (B,L,Dt) float32, text_mask (B,L) bool (True = real
-        token); outputs logits and fused. With --encoders, OUT's stem gets .image_encoder.onnx
-        (normalised pixels -> tokens, mask, pooled), .text_encoder.onnx (input_ids, attention_mask
-        -> tokens, mask, pooled) and a .tokenizer folder; OUT.json records class names, input
-        names and preprocessing. Every graph is compared with torch on random inputs (<= 1e-4).
-        """
-        from skyfuse.errors import ConfigError
-        from skyfuse.export import export_bundle
-        from skyfuse.inference import resolve_model_dir
-
-        model_dir = resolve_model_dir(model_dir)
-        if fmt.lower() != "onnx":
-            raise ConfigError(f"unknown export format {fmt!r}; supported: onnx")
-        low, high = _opset_range()
-        if not low <= opset <= high:
-            raise ConfigError(
-                f"--opset {opset}: this torch exports opsets {low}..{high} of these models"
-                " (attention needs 14); the default 17 suits onnxruntime >= 1.12"
+        else:
+            err_console.print(
+                f"[yellow]not exported[/yellow] {r.name}: {r.error}",
+                highlight=False,
+                soft_wrap=True,
             )
-        kw = _encoder_kw(image_encoder, text_encoder) if encoders else {}
-        with console.status("exporting and checking against torch..."):
-            report = export_bundle(model_dir, out, encoders=encoders, opset=opset, **kw)
-        for r in report.results:
-            if r.error is None and r.path is not None:
-                console.print(
-                    f"[green]ok[/green] {r.name}: {r.path} (max |onnx - torch| = {r.max_abs_diff:.2e})",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-            else:
-                err_console.print(
-                    f"[yellow]not exported[/yellow] {r.name}: {r.error}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-        console.print(f"metadata: {report.metadata}", highlight=False, soft_wrap=True)
+    console.print(f"metadata: {report.metadata}", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `predict`, `explain` and `export` to the main application."""
+    app.command("predict")(predict_cmd)
+    app.command("explain")(explain_cmd)
+    app.command("export")(export_cmd)
+
+
+__all__ = [
+    "MODEL_DIR_HELP",
+    "CaptionPromptOpt",
+    "CaptionerOpt",
+    "MismatchOpt",
+    "ModelDirArg",
+    "PredictViewsOpt",
+    "VlmBaseUrlOpt",
+    "VlmModelOpt",
+    "explain_cmd",
+    "export_cmd",
+    "predict_cmd",
+    "register",
+]
