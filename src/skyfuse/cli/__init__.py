@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "features",
     "train",
     "zeroshot",
+    "report",
     "predict",
     "serve",
     "demo",

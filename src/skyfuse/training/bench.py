@@ -162,4 +162,7 @@ def run_bench(
     if out_dir is not None:
         write_tables(table, out_dir / "bench")
         write_tables(runs, out_dir / "runs")
+        from skyfuse.reports.page import write_bench_report
+
+        write_bench_report(out_dir)  # report.html + report.md (bench.md / runs.md stay as written)
     return table, runs
