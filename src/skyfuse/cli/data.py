@@ -1,17 +1,98 @@
-"""Dataset verbs: `skyfuse datasets list|info|check|synth|fetch` and `skyfuse split`."""
+"""Dataset verbs: `skyfuse datasets list|info|check|synth|fetch` and `skyfuse split`.
+
+The commands parse options, call skyfuse.data (`check_folder`, `run_split`, ...) and print the
+result; what a split needs and when a protocol does not fit the folder is decided there.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from skyfuse.cli.common import console, friendly_errors, progress
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from skyfuse.data.check import CheckReport
+
+JsonListOpt = Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")]
+DatasetNameArg = Annotated[str, typer.Argument(help="Dataset name, e.g. aid, nwpu, whu-rs19.")]
+CheckPathArg = Annotated[
+    Path, typer.Argument(help="Scene folder: PATH/<class>/<image> or the paper layout.")
+]
+CompareNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--name", "-n", help="Compare with this registry dataset (default: match by classes)."
+    ),
+]
+JsonReportOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON object (classes, total, corrupt, ...) to stdout."),
+]
+DecodeWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", "-w", min=1, help="Parallel decoders (default: CPU count, at most 8)."
+    ),
+]
+ExecutorOpt = Annotated[str, typer.Option(help="Pool kind: thread (default) or process.")]
+MaxPixelsOpt = Annotated[
+    int | None, typer.Option(help="Refuse images with more pixels than this (decompression bombs).")
+]
+SynthOutArg = Annotated[
+    Path, typer.Argument(help="Folder to write (created; existing files are replaced).")
+]
+PerClassOpt = Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")]
+SizeOpt = Annotated[int, typer.Option(min=16, help="Image side in pixels.")]
+SynthSeedOpt = Annotated[
+    int, typer.Option(help="Random seed; the same seed writes the same images.")
+]
+SynthClassesOpt = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated subset of the synthetic classes (default: all)."),
+]
+ImageFormatOpt = Annotated[str, typer.Option("--format", help="jpg or png.")]
+RegistryNameArg = Annotated[
+    str, typer.Argument(help="Registry dataset name (see `skyfuse datasets list`).")
+]
+RootArg = Annotated[Path, typer.Argument(help="Folder that holds (or will hold) the dataset.")]
+DownloadOpt = Annotated[
+    bool,
+    typer.Option(
+        "--download",
+        help="Download when absent and a public URL exists (checksum-verified).",
+    ),
+]
+SplitPathArg = Annotated[Path, typer.Argument(help="Scene folder to split.")]
+SplitProtocolOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--protocol",
+        "-p",
+        help="Named ratio protocol: aid-20, ucm-80, nwpu-10, whu-60, ...",
+    ),
+]
+SplitTrainOpt = Annotated[
+    float | None,
+    typer.Option("--train", help="Training fraction per class instead of a protocol, e.g. 0.8."),
+]
+SplitValOpt = Annotated[
+    float,
+    typer.Option("--val", help="Fraction of each class's training part held out for validation."),
+]
+SplitSeedOpt = Annotated[int, typer.Option("--seed", "-s", help="Random seed.")]
+SplitOutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON.")]
+VerifyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--verify", help="Instead of splitting, check that this split JSON still fits PATH."
+    ),
+]
 
 datasets_app = typer.Typer(
     name="datasets",
@@ -22,9 +103,7 @@ datasets_app = typer.Typer(
 
 @datasets_app.command("list")
 @friendly_errors
-def list_cmd(
-    as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON."),
-) -> None:
+def list_cmd(as_json: JsonListOpt = False) -> None:
     """List the datasets skyfuse knows: classes, images, image size, protocols, download."""
     from rich.table import Table
 
@@ -65,9 +144,7 @@ def list_cmd(
 
 @datasets_app.command("info")
 @friendly_errors
-def info_cmd(
-    name: str = typer.Argument(..., help="Dataset name, e.g. aid, nwpu, whu-rs19."),
-) -> None:
+def info_cmd(name: DatasetNameArg) -> None:
     """Show one dataset: classes with expected counts and spellings, source, citation, licence."""
     from skyfuse.data.catalog import get_dataset
 
@@ -97,12 +174,39 @@ def info_cmd(
 
 
 def _print_report(report: CheckReport) -> None:
-    from rich.table import Table
-
+    """The class table, the totals, image sizes, the registry comparison and warnings."""
     tag = " [magenta](SYNTHETIC scenes)[/magenta]" if report.synthetic else ""
     console.print(
         f"[bold]{report.image_root}[/bold] ({report.layout} layout){tag}", highlight=False
     )
+    console.print(_class_table(report))
+    console.print(
+        f"{report.total} usable images in {sum(1 for v in report.classes.values() if v)} classes;"
+        f" {len(report.corrupt)} corrupt or unreadable; {len(report.duplicates)} duplicate group(s);"
+        f" checked in {report.seconds:.1f} s ({report.workers} {report.executor} workers)",
+        highlight=False,
+    )
+    if report.sizes:
+        s = report.sizes
+        common = ", ".join(f"{k} ({v})" for k, v in s["most_common"][:3])
+        console.print(
+            f"sizes: {s['distinct']} distinct, min {s['min'][0]}x{s['min'][1]},"
+            f" max {s['max'][0]}x{s['max'][1]}; most common {common}",
+            highlight=False,
+        )
+    if report.captions is not None:
+        console.print(f"captions: {report.captions} of {report.total + len(report.corrupt)}")
+    _print_comparison(report)
+    for w in report.warnings[:20]:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+    if len(report.warnings) > 20:
+        console.print(f"... and {len(report.warnings) - 20} more warnings (use --json for all)")
+
+
+def _class_table(report: CheckReport) -> Table:
+    """Images per class, beside the published counts when the folder matched a registry dataset."""
+    from rich.table import Table
+
     table = Table(show_header=True)
     table.add_column("class")
     table.add_column("images", justify="right")
@@ -120,64 +224,38 @@ def _print_report(report: CheckReport) -> None:
             mark = " [yellow]≠[/yellow]" if differs else ""
             row.append(expected + mark)
         table.add_row(*row)
-    console.print(table)
-    console.print(
-        f"{report.total} usable images in {sum(1 for v in report.classes.values() if v)} classes;"
-        f" {len(report.corrupt)} corrupt or unreadable; {len(report.duplicates)} duplicate group(s);"
-        f" checked in {report.seconds:.1f} s ({report.workers} {report.executor} workers)",
-        highlight=False,
-    )
-    if report.sizes:
-        s = report.sizes
-        common = ", ".join(f"{k} ({v})" for k, v in s["most_common"][:3])
+    return table
+
+
+def _print_comparison(report: CheckReport) -> None:
+    """One line on how the folder compares with the registry dataset it matched, if any."""
+    cmp = report.dataset
+    if cmp is None:
+        return
+    if cmp.complete:
+        console.print(f"[green]matches {cmp.title}: all classes and counts as published[/green]")
+    elif not cmp.exact:
         console.print(
-            f"sizes: {s['distinct']} distinct, min {s['min'][0]}x{s['min'][1]},"
-            f" max {s['max'][0]}x{s['max'][1]}; most common {common}",
+            f"classes are a subset of {cmp.title} ({len(report.classes)} of"
+            f" {len(report.classes) + len(cmp.missing_classes)})",
             highlight=False,
         )
-    if report.captions is not None:
-        console.print(f"captions: {report.captions} of {report.total + len(report.corrupt)}")
-    if cmp is not None:
-        if cmp.complete:
-            console.print(
-                f"[green]matches {cmp.title}: all classes and counts as published[/green]"
-            )
-        elif not cmp.exact:
-            console.print(
-                f"classes are a subset of {cmp.title} ({len(report.classes)} of"
-                f" {len(report.classes) + len(cmp.missing_classes)})",
-                highlight=False,
-            )
-        else:
-            console.print(
-                f"[yellow]{cmp.title}: {len(cmp.count_mismatches)} class count(s) differ from the"
-                " published ones[/yellow]"
-            )
-    for w in report.warnings[:20]:
-        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
-    if len(report.warnings) > 20:
-        console.print(f"... and {len(report.warnings) - 20} more warnings (use --json for all)")
+    else:
+        console.print(
+            f"[yellow]{cmp.title}: {len(cmp.count_mismatches)} class count(s) differ from the"
+            " published ones[/yellow]"
+        )
 
 
 @datasets_app.command("check")
 @friendly_errors
 def check_cmd(
-    path: Path = typer.Argument(
-        ..., help="Scene folder: PATH/<class>/<image> or the paper layout."
-    ),
-    name: str | None = typer.Option(
-        None, "--name", "-n", help="Compare with this registry dataset (default: match by classes)."
-    ),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON object (classes, total, corrupt, ...) to stdout."
-    ),
-    workers: int | None = typer.Option(
-        None, "--workers", "-w", min=1, help="Parallel decoders (default: CPU count, at most 8)."
-    ),
-    executor: str = typer.Option("thread", help="Pool kind: thread (default) or process."),
-    max_pixels: int | None = typer.Option(
-        None, help="Refuse images with more pixels than this (decompression bombs)."
-    ),
+    path: CheckPathArg,
+    name: CompareNameOpt = None,
+    as_json: JsonReportOpt = False,
+    workers: DecodeWorkersOpt = None,
+    executor: ExecutorOpt = "thread",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Decode every image; report per-class counts, corrupt files, duplicates and image sizes.
 
@@ -226,14 +304,12 @@ def check_cmd(
 @datasets_app.command("synth")
 @friendly_errors
 def synth_cmd(
-    out: Path = typer.Argument(..., help="Folder to write (created; existing files are replaced)."),
-    per_class: int = typer.Option(40, "--per-class", min=1, help="Images per class."),
-    size: int = typer.Option(128, min=16, help="Image side in pixels."),
-    seed: int = typer.Option(0, help="Random seed; the same seed writes the same images."),
-    classes: str | None = typer.Option(
-        None, help="Comma-separated subset of the synthetic classes (default: all)."
-    ),
-    image_format: str = typer.Option("jpg", "--format", help="jpg or png."),
+    out: SynthOutArg,
+    per_class: PerClassOpt = 40,
+    size: SizeOpt = 128,
+    seed: SynthSeedOpt = 0,
+    classes: SynthClassesOpt = None,
+    image_format: ImageFormatOpt = "jpg",
 ) -> None:
     """Write procedurally drawn aerial-like scenes as a plain scene folder (marked SYNTHETIC.md).
 
@@ -254,15 +330,7 @@ def synth_cmd(
 
 @datasets_app.command("fetch")
 @friendly_errors
-def fetch_cmd(
-    name: str = typer.Argument(..., help="Registry dataset name (see `skyfuse datasets list`)."),
-    root: Path = typer.Argument(..., help="Folder that holds (or will hold) the dataset."),
-    download: bool = typer.Option(
-        False,
-        "--download",
-        help="Download when absent and a public URL exists (checksum-verified).",
-    ),
-) -> None:
+def fetch_cmd(name: RegistryNameArg, root: RootArg, download: DownloadOpt = False) -> None:
     """Locate a dataset under ROOT and check it is complete; optionally download it first."""
     from skyfuse.data.download import fetch_dataset
 
@@ -277,53 +345,31 @@ def fetch_cmd(
 
 
 def split_cmd(
-    path: Path = typer.Argument(..., help="Scene folder to split."),
-    protocol: str | None = typer.Option(
-        None, "--protocol", "-p", help="Named ratio protocol: aid-20, ucm-80, nwpu-10, whu-60, ..."
-    ),
-    train: float | None = typer.Option(
-        None, "--train", help="Training fraction per class instead of a protocol, e.g. 0.8."
-    ),
-    val: float = typer.Option(
-        0.1, "--val", help="Fraction of each class's training part held out for validation."
-    ),
-    seed: int = typer.Option(0, "--seed", "-s", help="Random seed."),
-    out: Path = typer.Option(Path("split.json"), "--out", "-o", help="Where to write the JSON."),
-    verify: Path | None = typer.Option(
-        None, "--verify", help="Instead of splitting, check that this split JSON still fits PATH."
-    ),
+    path: SplitPathArg,
+    protocol: SplitProtocolOpt = None,
+    train: SplitTrainOpt = None,
+    val: SplitValOpt = 0.1,
+    seed: SplitSeedOpt = 0,
+    out: SplitOutOpt = Path("split.json"),
+    verify: VerifyOpt = None,
 ) -> None:
     """Make a stratified, seeded train/val/test split (val carved from train) and save it as JSON.
 
     With --verify SPLIT.json, check instead that PATH is still the folder the split was made from.
     """
     from skyfuse.data.folder import SceneFolder
-    from skyfuse.data.splits import Split, list_protocols, make_split
+    from skyfuse.data.splits import Split, SplitJob, run_split
 
     if verify is not None:
         Split.load(verify).verify(SceneFolder(path))
         console.print(f"{verify}: matches {path}", highlight=False)
         return
-    if protocol is None and train is None:
-        from skyfuse.cli.common import fail
-
-        fail(f"give --protocol ({', '.join(list_protocols())}) or --train FRACTION")
-    folder = SceneFolder(path)
-    split = make_split(folder, protocol=protocol, train=train, val=val, seed=seed)
-    if protocol is not None:
+    result = run_split(SplitJob(path, protocol=protocol, train=train, val=val, seed=seed))
+    if result.warning:
         from skyfuse.cli.common import err_console
-        from skyfuse.data.catalog import match_dataset
-        from skyfuse.data.splits import get_protocol
 
-        proto = get_protocol(protocol)
-        matched = match_dataset(folder.classes)
-        if matched is None or matched.name != proto.dataset:
-            err_console.print(
-                f"[yellow]warning:[/yellow] {proto.name} is the {proto.dataset} protocol but the"
-                f" classes of {path} do not match {proto.dataset}; only its ratio"
-                f" ({proto.train:g}) is used",
-                highlight=False,
-            )
+        err_console.print(f"[yellow]warning:[/yellow] {result.warning}", highlight=False)
+    split = result.split
     split.save(out)
     n = {p: len(split.part(p)) for p in ("train", "val", "test")}
     dup = split.extra.get("duplicates") or {}

@@ -469,10 +469,52 @@ def caption_overlap(
     )
 
 
+@dataclass(frozen=True)
+class SplitJob:
+    """What `skyfuse split` makes: a split of the folder at `path` by protocol or training ratio."""
+
+    path: Path
+    protocol: str | None = None
+    train: float | None = None
+    val: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class SplitResult:
+    """The split and, when a named protocol is used on another dataset's classes, a warning."""
+
+    split: Split
+    warning: str | None = None
+
+
+def run_split(job: SplitJob) -> SplitResult:
+    """Make the split (not saved). Why the warning: a protocol belongs to one dataset; on another
+    folder only its ratio means anything, and the user should know the name does not apply."""
+    if job.protocol is None and job.train is None:
+        raise ConfigError(f"give --protocol ({', '.join(list_protocols())}) or --train FRACTION")
+    folder = SceneFolder(job.path)
+    split = make_split(folder, protocol=job.protocol, train=job.train, val=job.val, seed=job.seed)
+    warning = None
+    if job.protocol is not None:
+        from skyfuse.data.catalog import match_dataset
+
+        proto = get_protocol(job.protocol)
+        matched = match_dataset(folder.classes)
+        if matched is None or matched.name != proto.dataset:
+            warning = (
+                f"{proto.name} is the {proto.dataset} protocol but the classes of {job.path} do"
+                f" not match {proto.dataset}; only its ratio ({proto.train:g}) is used"
+            )
+    return SplitResult(split, warning)
+
+
 __all__ = [
     "PROTOCOLS",
     "Protocol",
     "Split",
+    "SplitJob",
+    "SplitResult",
     "caption_overlap",
     "duplicate_groups",
     "folder_fingerprint",
@@ -480,4 +522,5 @@ __all__ = [
     "keep_duplicates_together",
     "list_protocols",
     "make_split",
+    "run_split",
 ]
