@@ -28,8 +28,8 @@ CLASSES = ["beach", "forest", "parking_lot"]
 WORDS = {"beach": "sand water", "forest": "green trees", "parking_lot": "grey cars road"}
 OA_TOLERANCE = 1 / 12 + 1e-9  # one test image
 RUN_FILES = {
-    "checkpoints", "confusion.json", "confusion.png", "metrics.json", "model", "report.md",
-    "run.json", "split.json",
+    "checkpoints", "confusion.json", "confusion.png", "curves.png", "logs", "metrics.json",
+    "model", "report.md", "run.json", "split.json",
 }  # fmt: skip
 
 

@@ -85,14 +85,14 @@ def test_resume_after_kill_matches_uninterrupted(
     torch.manual_seed(0)
     ref = fit_phase(_builder(dropout=0.0)(), train, val, cfg)
 
-    real_trainer = fit_mod._trainer
+    real_loop = fit_mod.build_loop
 
-    def boom_trainer(*args, **kwargs):  # type: ignore[no-untyped-def]
-        trainer = real_trainer(*args, **kwargs)
-        trainer.callbacks.insert(0, _Boom())
-        return trainer
+    def boom_loop(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loop = real_loop(*args, **kwargs)
+        loop.trainer.callbacks.insert(0, _Boom())
+        return loop
 
-    monkeypatch.setattr(fit_mod, "_trainer", boom_trainer)
+    monkeypatch.setattr(fit_mod, "build_loop", boom_loop)
     torch.manual_seed(0)
     with pytest.raises(RuntimeError, match="killed"):
         fit_phase(_builder(dropout=0.0)(), train, val, cfg, workdir=tmp_path)
@@ -102,7 +102,7 @@ def test_resume_after_kill_matches_uninterrupted(
         last, weights_only=True
     )  # plain tensors and numbers only: no pickled objects
     assert state["epoch"] == 0
-    monkeypatch.setattr(fit_mod, "_trainer", real_trainer)
+    monkeypatch.setattr(fit_mod, "build_loop", real_loop)
     torch.manual_seed(
         123
     )  # a fresh process: different initial weights, overwritten by the checkpoint

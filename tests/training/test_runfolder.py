@@ -195,6 +195,7 @@ def test_schedule_spans_the_run_and_is_recorded(tmp_path: Path) -> None:
 
 def test_devices_auto_is_one_device(monkeypatch: pytest.MonkeyPatch) -> None:
     import skyfuse.training.fit as fit
+    import skyfuse.training.loop as loop
 
     assert trainer_devices(TrainConfig(devices="auto")) == 1
     assert trainer_devices(TrainConfig(devices="2")) == 2
@@ -205,7 +206,7 @@ def test_devices_auto_is_one_device(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.update(kwargs)
         raise RuntimeError("captured")
 
-    monkeypatch.setattr(fit, "make_trainer", capture)
+    monkeypatch.setattr(loop, "make_trainer", capture)
     with pytest.raises(RuntimeError, match="captured"):
         fit.fit_phase(
             __import__("torch").nn.Linear(1, 1), toy_set(8, 0), None, TrainConfig(epochs=1)

@@ -188,7 +188,8 @@ def _used_length(mask: torch.Tensor) -> int:
 
 
 class TensorBatches:
-    """An iterable of batches over a `TensorSet`; reshuffled per epoch from ``seed + epoch``."""
+    """An iterable of batches over a `TensorSet` (or a subclass with its own ``take``, as the
+    zero-shot rows are); reshuffled per epoch from `shuffle_seed`."""
 
     def __init__(
         self,
@@ -210,10 +211,15 @@ class TensorBatches:
         self.world_size = max(1, world_size)
         self.epoch = 0
 
+    def shuffle_seed(self) -> int:
+        """Seed of this epoch's permutation (+ 7_919: of its view draws). The zero-shot batches
+        (`skyfuse.zeroshot.task.Batches`) keep their older ``seed + epoch`` stream."""
+        return self.seed * 100_003 + self.epoch
+
     def _indices(self) -> torch.Tensor:
         n = len(self.data)
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            g = torch.Generator().manual_seed(self.shuffle_seed())
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
@@ -231,7 +237,7 @@ class TensorBatches:
         order = self._indices()
         views = None
         if self.augment:  # one dihedral view per sample, drawn from the same seeded stream
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7_919)
+            g = torch.Generator().manual_seed(self.shuffle_seed() + 7_919)
             views = torch.randint(self.data.num_views, (len(self.data),), generator=g)
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):

@@ -20,7 +20,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -29,19 +28,13 @@ from skyfuse.encoders.base import ImagePreprocess
 from skyfuse.models.e2e import EndToEndClassifier
 from skyfuse.training.augment import aerial_augment
 from skyfuse.training.config import TrainConfig
-from skyfuse.training.distributed import (
-    finetune_strategy,
-    rank_zero_result,
-    steps_per_process,
-    trainer_devices,
-)
+from skyfuse.training.distributed import finetune_strategy, rank_zero_result, steps_per_process
 from skyfuse.training.finetune_data import build_cached_inputs, cached_loader
-from skyfuse.training.fit import (
-    BestWeights,
+from skyfuse.training.loop import (
     EpochHook,
-    History,
-    fit_or_interrupt,
-    make_trainer,
+    Loop,
+    LoopSettings,
+    build_loop,
     quiet_lightning,
     schedule_record,
 )
@@ -266,72 +259,31 @@ def run_finetune(
 
     train_loader = loader(split.train, True)
     val_loader = loader(split.val, False) if split.val else None
-    best = BestWeights(cfg.monitor, "min" if cfg.monitor == "val_loss" else "max")
-    history = History(on_epoch)
-    workdir = out_dir / "checkpoints" / "finetune"
-    workdir.mkdir(parents=True, exist_ok=True)
-    callbacks: list[Callback] = [
-        best,
-        history,
-        ModelCheckpoint(
-            dirpath=str(workdir),
-            filename="last",
-            monitor=None,
-            save_top_k=1,
-            enable_version_counter=False,
-        ),
-    ]
-    if val_loader is not None:
-        callbacks.append(
-            EarlyStopping(
-                monitor=cfg.monitor,
-                mode=best.mode,
-                patience=cfg.patience,
-                check_on_train_epoch_end=False,
-            )
-        )
-    kwargs: dict[str, Any] = {"precision": cfg.precision} if cfg.precision else {}
-    trainer = make_trainer(
-        cfg,
+    loop = build_loop(
+        LoopSettings.from_train_config(cfg, strategy=finetune_strategy(cfg.strategy)),
         max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
-        devices=trainer_devices(cfg),
-        strategy=finetune_strategy(cfg.strategy),
-        num_nodes=cfg.num_nodes,
-        gradient_clip_val=cfg.grad_clip,
-        callbacks=callbacks,
-        logger=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=None if val_loader is not None else 0,
-        default_root_dir=str(out_dir),
-        **kwargs,
+        has_val=val_loader is not None,
+        checkpoint_dir=out_dir / "checkpoints" / "finetune",
+        run_dir=out_dir,
+        hparams=cfg.model_dump(mode="json"),
+        on_epoch=on_epoch,
     )
+    trainer = loop.trainer
     # the schedule counts the steps of one process: under DDP each rank sees 1/world of the batches
     n_train = len(train_loader.dataset)  # type: ignore[arg-type]
     steps = steps_per_process(n_train, cfg.batch_size, trainer.world_size)
     task = FinetuneTask(e2e, cfg, steps_per_epoch=steps, augment=augment)
-    last = workdir / "last.ckpt"
     # from_pretrained leaves HF models in eval mode and Lightning keeps submodule modes as found, so
     # without this the trainable encoders would fine-tune with dropout off (frozen ones stay in eval)
     task.train()
-    fit_or_interrupt(
-        trainer,
-        task,
-        train_dataloaders=train_loader,
-        val_dataloaders=val_loader,
-        ckpt_path=str(last) if last.is_file() else None,
-        weights_only=True,
-    )
-    if best.best_state is not None:
-        e2e.load_state_dict(best.best_state)
+    loop.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    loop.keep_best(e2e)
     device = next(e2e.parameters()).device
     schedule = schedule_record(trainer, steps)
     return rank_zero_result(
         lambda: _finish(
             e2e, fcfg, folder, split, classes, cfg, loader, device, augment, out_dir,
-            best=best, history=history, schedule=schedule, t0=t0, prompt_id=prompt_id,
+            loop=loop, schedule=schedule, t0=t0, prompt_id=prompt_id,
             caption_source=caption_source, ids=(img_id, txt_id), names=(image_encoder, text_encoder),
             pixel_cache=pixel_cache, skipped=skipped,
         )
@@ -350,8 +302,7 @@ def _finish(
     augment: GpuAugment | None,
     out_dir: Path,
     *,
-    best: BestWeights,
-    history: History,
+    loop: Loop,
     schedule: dict[str, Any],
     t0: float,
     prompt_id: str | None,
@@ -398,10 +349,10 @@ def _finish(
         # of averaging views), whatever the frozen-path settings say
         "train_config": {**cfg.model_dump(mode="json"), "views": 1, "selection": "val"},
         "training": {
-            "best_epoch": best.best_epoch,
-            "epochs_run": len(history.rows),
-            "best_val": best.best_score,
-            "history": history.rows,
+            "best_epoch": loop.best.best_epoch if loop.best is not None else -1,
+            "epochs_run": len(loop.history.rows),
+            "best_val": loop.best.best_score if loop.best is not None else None,
+            "history": loop.history.rows,
             "schedule": schedule,
             "seconds": round(time.perf_counter() - t0, 3),
         },

@@ -61,7 +61,12 @@ class FusionTask(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.cfg.label_smoothing)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=int(logits.shape[0]))
+        # epoch means for the loop's History, which writes them to the loggers itself (one row per
+        # epoch), hence logger=False; accuracy on the augmented training batches, rank 0's share
+        n = int(logits.shape[0])
+        acc = (logits.detach().argmax(-1) == batch["label"]).float().mean()
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n, logger=False)
+        self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=n, logger=False)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -84,8 +89,8 @@ class FusionTask(L.LightningModule):
         if totals.ndim > 1:
             totals = totals.sum(dim=0)
         n = max(1.0, float(totals[2]))
-        self.log("val_loss", float(totals[0]) / n, sync_dist=False)
-        self.log("val_acc", float(totals[1]) / n, sync_dist=False)
+        self.log("val_loss", float(totals[0]) / n, sync_dist=False, logger=False)
+        self.log("val_acc", float(totals[1]) / n, sync_dist=False, logger=False)
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(

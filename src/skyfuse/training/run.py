@@ -19,6 +19,7 @@ from skyfuse.training.fit import EpochHook, train_features
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
+CURVES_FILE = "curves.png"
 
 
 def run_training(
@@ -46,8 +47,10 @@ def run_training(
 ) -> dict[str, Any]:
     """Train ``model`` on ``split.train`` (selection on ``split.val``), test once on ``split.test``.
 
-    With ``out_dir`` it writes ``metrics.json``, ``report.md``, ``confusion.png/json`` and ``model/``
-    (a safetensors bundle), plus Lightning checkpoints under ``checkpoints/`` for resume. The folder's
+    With ``out_dir`` it writes ``metrics.json``, ``report.md``, ``confusion.png/json``,
+    ``curves.png`` and ``model/`` (a safetensors bundle), the per-epoch log under ``logs/``
+    (``cfg.logger``: ``logs/metrics.csv`` by default), plus Lightning checkpoints under
+    ``checkpoints/`` for resume. The folder's
     ``run.json`` fingerprint (`skyfuse.training.runfolder`; ``captions_digest`` is the captions' part)
     must match to resume; a different or finished run there is a `ConfigError` unless ``force``, which
     starts afresh; with ``skip_finished`` a finished run of the same fingerprint is read back instead
@@ -99,7 +102,13 @@ def run_training(
             )
     workdir = out_dir / "checkpoints" if (out_dir is not None and resume) else None
     outcome = train_features(
-        lambda: create_model(fcfg), train, val, cfg, workdir=workdir, on_epoch=on_epoch
+        lambda: create_model(fcfg),
+        train,
+        val,
+        cfg,
+        workdir=workdir,
+        on_epoch=on_epoch,
+        run_dir=out_dir,  # per-epoch log under out_dir/logs (cfg.logger)
     )
     result: dict[str, Any] = {
         "model": fcfg.model,
@@ -159,6 +168,7 @@ def write_run(
 ) -> None:
     """Files of a finished run; the bundle first, metrics.json last (its presence means 'done')."""
     from skyfuse.reports.confusion import plot_confusion, save_confusion_json
+    from skyfuse.reports.curves import plot_run_curves
     from skyfuse.reports.tables import write_atomic
     from skyfuse.training.bundle import save_bundle
 
@@ -192,6 +202,7 @@ def write_run(
     if plots:
         title = f"{result['model']} — test OA {100 * result['test']['oa']:.1f} %"
         plot_confusion(cm, classes, out_dir / "confusion.png", title=title)
+        plot_run_curves(result, out_dir / CURVES_FILE)
     write_atomic(out_dir / REPORT_FILE, markdown_report(result))
     write_atomic(out_dir / METRICS_FILE, json.dumps(result, indent=1) + "\n")
 

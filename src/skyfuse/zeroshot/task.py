@@ -1,18 +1,17 @@
 """Training the semantic head on seen classes (Lightning), on frozen cached features.
 
 Model selection uses seen-class validation images only (never an unseen class): the epoch with the
-lowest validation loss is kept, with early stopping. Settings live in `HeadTrainConfig`.
+lowest validation loss is kept, with early stopping. Settings live in `HeadTrainConfig`. The Trainer,
+selection and logging come from the one training loop (`skyfuse.training.loop.build_loop`); rows and
+batches from `skyfuse.training.data`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import logging
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import lightning as L
 import torch
@@ -21,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skyfuse.errors import BadInputError, ConfigError
 from skyfuse.models import FusionConfig
+from skyfuse.training.data import TensorBatches, TensorSet
+from skyfuse.training.loop import LoopSettings, build_loop
 from skyfuse.zeroshot.folds import row_labels
 from skyfuse.zeroshot.head import SemanticHead
 
@@ -45,6 +46,9 @@ class HeadTrainConfig(BaseModel):
     )
     seed: int = 0
     accelerator: str = "cpu"
+    logger: Literal["csv", "tensorboard", "mlflow", "wandb", "none"] = Field(
+        "csv", description="per-epoch log under the run folder given to train_semantic_head"
+    )
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -65,39 +69,36 @@ class FeatureRows(Protocol):
     text_pooled: torch.Tensor
 
 
-@dataclass
-class ZeroShotData:
-    """Model inputs + the caption's pooled vector + labels (indices into `class_names`)."""
+@dataclass(kw_only=True)
+class ZeroShotData(TensorSet):
+    """A `TensorSet` plus each caption's pooled vector (``caption_vec``), which the semantic head
+    adds to its projection; labels index the fold's `class_names`.
 
-    image_tokens: torch.Tensor
-    image_mask: torch.Tensor
-    text_tokens: torch.Tensor
-    text_mask: torch.Tensor
+    Batches differ from the classifier's in two ways, kept so the zero-shot numbers do not move:
+    `take` does not trim padding columns, and `Batches` seeds its permutations ``seed + epoch``.
+    `TensorSet.concat` of these drops ``caption_vec`` (nothing here concatenates them).
+    """
+
     caption_vec: torch.Tensor
-    labels: torch.Tensor
-    rels: list[str]
 
     @classmethod
-    def from_features(
+    def from_features(  # type: ignore[override]
         cls, features: FeatureRows, rels: Sequence[str], class_names: Sequence[str]
     ) -> ZeroShotData:
         """Rows of `features` for `rels`, labelled by their class folder's index in `class_names`."""
         rows, labels = row_labels(features.rels, rels, class_names)
         idx = torch.tensor(rows, dtype=torch.long)
         return cls(
-            features.image_tokens.index_select(0, idx),
-            features.image_mask.index_select(0, idx),
-            features.text_tokens.index_select(0, idx),
-            features.text_mask.index_select(0, idx),
-            features.text_pooled.index_select(0, idx).float(),
-            torch.tensor(labels, dtype=torch.long),
-            list(rels),
+            image_tokens=features.image_tokens.index_select(0, idx),
+            image_mask=features.image_mask.index_select(0, idx),
+            text_tokens=features.text_tokens.index_select(0, idx),
+            text_mask=features.text_mask.index_select(0, idx),
+            caption_vec=features.text_pooled.index_select(0, idx).float(),
+            labels=torch.tensor(labels, dtype=torch.long),
+            rels=list(rels),
         )
 
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def take(self, idx: torch.Tensor) -> Batch:
+    def take(self, idx: torch.Tensor, view: torch.Tensor | int | None = None) -> Batch:
         return {
             "image_tokens": self.image_tokens.index_select(0, idx),
             "image_mask": self.image_mask.index_select(0, idx),
@@ -108,29 +109,16 @@ class ZeroShotData:
         }
 
 
-class Batches:
-    """Whole batches sliced from tensors; reshuffled each epoch from seed + epoch (no collation)."""
+class Batches(TensorBatches):
+    """`TensorBatches` over `ZeroShotData` (one process, one view), permutations from seed + epoch."""
 
     def __init__(
         self, data: ZeroShotData, batch_size: int, *, shuffle: bool, seed: int = 0
     ) -> None:
-        self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
-        self.epoch = 0
+        super().__init__(data, batch_size, shuffle=shuffle, seed=seed)
 
-    def __len__(self) -> int:
-        return (len(self.data) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self) -> Iterator[Batch]:
-        n = len(self.data)
-        if self.shuffle:
-            order = torch.randperm(
-                n, generator=torch.Generator().manual_seed(self.seed + self.epoch)
-            )
-            self.epoch += 1
-        else:
-            order = torch.arange(n)
-        for i in range(0, n, self.batch_size):
-            yield self.data.take(order[i : i + self.batch_size])
+    def shuffle_seed(self) -> int:
+        return self.seed + self.epoch
 
 
 def head_inputs(head: SemanticHead, batch: Batch) -> tuple[torch.Tensor | None, ...]:
@@ -142,26 +130,26 @@ def head_inputs(head: SemanticHead, batch: Batch) -> tuple[torch.Tensor | None, 
 
 
 class SemanticTask(L.LightningModule):
-    """Cross-entropy over the seen classes' embeddings; keeps the best-val-loss weights in memory."""
+    """Cross-entropy over the seen classes' embeddings (the loop keeps the best-val-loss weights)."""
 
     def __init__(self, head: SemanticHead, class_embeddings: torch.Tensor, cfg: HeadTrainConfig):
         super().__init__()
         self.head = head
         self.cfg = cfg
         self.register_buffer("class_embeddings", F.normalize(class_embeddings.float(), dim=-1))
-        self.best_loss = float("inf")
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.history: list[dict[str, float]] = []
         self._val: list[tuple[float, int, int]] = []
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.head(*head_inputs(self.head, batch), self.class_embeddings)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = F.cross_entropy(
-            self(batch), batch["label"], label_smoothing=self.cfg.label_smoothing
-        )
-        self.log("train_loss", loss, prog_bar=False, batch_size=int(batch["label"].shape[0]))
+        logits = self(batch)
+        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.cfg.label_smoothing)
+        n = int(batch["label"].shape[0])
+        acc = (logits.detach().argmax(1) == batch["label"]).float().mean()
+        # epoch means for the loop's History, which writes the loggers itself (one row per epoch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n, logger=False)
+        self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=n, logger=False)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -179,11 +167,8 @@ class SemanticTask(L.LightningModule):
         loss = sum(v[0] for v in self._val) / total
         acc = sum(v[1] for v in self._val) / total
         self._val.clear()
-        self.log("val_loss", loss)
-        self.history.append({"epoch": float(self.current_epoch), "val_loss": loss, "val_acc": acc})
-        if loss < self.best_loss:
-            self.best_loss = loss
-            self.best_state = copy.deepcopy(self.head.state_dict())
+        self.log("val_loss", loss, logger=False)
+        self.log("val_acc", acc, logger=False)
 
     def configure_optimizers(self) -> Any:
         decay = [p for n, p in self.head.named_parameters() if p.ndim >= 2]
@@ -197,31 +182,20 @@ class SemanticTask(L.LightningModule):
         )
 
 
-@contextlib.contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's per-fit banners (a run trains one head per fold and caption setting)."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module="lightning")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def train_semantic_head(
     base: FusionConfig,
     train: ZeroShotData,
     val: ZeroShotData | None,
     class_embeddings: torch.Tensor,
     cfg: HeadTrainConfig | None = None,
+    *,
+    run_dir: Path | None = None,
 ) -> tuple[SemanticHead, list[dict[str, float]]]:
-    """Train a fresh head on `train` (labels index `class_embeddings`); returns (head, val history).
+    """Train a fresh head on `train` (labels index `class_embeddings`); returns (head, history).
 
     With `val`, the weights of the lowest-val-loss epoch are returned (early stopping on patience).
+    The history has one row per epoch (train loss / accuracy, val loss / accuracy with `val`, lr,
+    seconds); with `run_dir` (e.g. a fold's folder) it is also logged there (``cfg.logger``).
     """
     cfg = cfg or HeadTrainConfig()
     if len(train) == 0:
@@ -235,30 +209,29 @@ def train_semantic_head(
         base, caption_residual=residual, logit_scale=cfg.logit_scale, init_gain=cfg.init_gain
     )
     task = SemanticTask(head, class_embeddings, cfg)
-    callbacks: list[Any] = []
-    if val is not None and len(val):
-        callbacks.append(L.pytorch.callbacks.EarlyStopping("val_loss", patience=cfg.patience))
-    with quiet_lightning():
-        trainer = L.Trainer(
-            max_epochs=cfg.epochs,
-            accelerator=cfg.accelerator,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=callbacks,
-            gradient_clip_val=1.0,
-            num_sanity_val_steps=0,
-        )
+    has_val = val is not None and len(val) > 0
+    settings = LoopSettings(
+        accelerator=cfg.accelerator,
+        devices=1,
+        devices_flag="1",
+        grad_clip=1.0,
+        monitor="val_loss",
+        patience=cfg.patience,
+        logger=cfg.logger,
+    )
+    loop = build_loop(
+        settings,
+        max_epochs=cfg.epochs,
+        has_val=has_val,
+        run_dir=run_dir,
+        hparams=cfg.model_dump(mode="json"),
+    )
     train_batches = Batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_batches = Batches(val, 256, shuffle=False) if val is not None and len(val) else None
-    with quiet_lightning():
-        trainer.fit(task, train_dataloaders=train_batches, val_dataloaders=val_batches)
-    if task.best_state is not None:
-        head.load_state_dict(task.best_state)
+    val_batches = Batches(val, 256, shuffle=False) if val is not None and has_val else None
+    loop.fit(task, train_dataloaders=train_batches, val_dataloaders=val_batches)
+    loop.keep_best(head)
     head.eval()
-    return head.cpu(), task.history
+    return head.cpu(), loop.history.rows
 
 
 @torch.no_grad()
