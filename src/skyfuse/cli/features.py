@@ -1,8 +1,13 @@
-"""`skyfuse features`: fill the feature cache for a scene folder and its captions."""
+"""`skyfuse features`: fill the feature cache for a scene folder and its captions.
+
+The command parses options into a `FeatureJob` (skyfuse.encoders.features) and prints what
+`run_feature_job` encoded and reused.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +19,34 @@ from skyfuse.cli.options import (
     ScenePathArg,
     TextEncoderOpt,
 )
+
+if TYPE_CHECKING:
+    from skyfuse.encoders.features import FeatureJobResult
+
+FeatureBatchOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Images or captions per batch.")
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="cpu, cuda, cuda:1 ... or auto (single-device run).")
+]
+DevicesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--devices",
+        help="Spread the work over N devices (or 'auto') with Lightning's predict loop; each rank"
+        " writes its own cache shards.",
+    ),
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=0, help="Decoding threads (processes with --devices).")
+]
+MaxLengthOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-length",
+        help="Text tokens kept per caption (default 128, 77 for CLIP); longer captions are truncated.",
+    ),
+]
 
 
 def _is_rank_zero() -> bool:
@@ -27,26 +60,11 @@ def features(
     image_encoder: ImageEncoderOpt = "efficientnet-lite0",
     text_encoder: TextEncoderOpt = "minilm",
     cache_dir: CacheDirOpt = None,
-    batch_size: int = typer.Option(
-        32, "--batch-size", "-b", min=1, help="Images or captions per batch."
-    ),
-    device: str = typer.Option(
-        "auto", "--device", help="cpu, cuda, cuda:1 ... or auto (single-device run)."
-    ),
-    devices: str | None = typer.Option(
-        None,
-        "--devices",
-        help="Spread the work over N devices (or 'auto') with Lightning's predict loop; each rank"
-        " writes its own cache shards.",
-    ),
-    workers: int = typer.Option(
-        2, "--workers", min=0, help="Decoding threads (processes with --devices)."
-    ),
-    max_length: int | None = typer.Option(
-        None,
-        "--max-length",
-        help="Text tokens kept per caption (default 128, 77 for CLIP); longer captions are truncated.",
-    ),
+    batch_size: FeatureBatchOpt = 32,
+    device: DeviceOpt = "auto",
+    devices: DevicesOpt = None,
+    workers: WorkersOpt = 2,
+    max_length: MaxLengthOpt = None,
 ) -> None:
     """Encode every image and caption once and store the frozen tokens in the feature cache.
 
@@ -56,65 +74,30 @@ def features(
 
     Example: skyfuse features data/aid --captions captions.jsonl --batch-size 64
     """
-    import torch
+    from skyfuse.encoders.features import FeatureJob, run_feature_job
 
-    from skyfuse.captioning import load_captions
-    from skyfuse.data.folder import SceneFolder
-    from skyfuse.encoders import create_image_encoder, create_text_encoder
-    from skyfuse.encoders.cache import default_cache_dir
-    from skyfuse.errors import BadInputError
+    job = FeatureJob(
+        path=path,
+        captions=captions,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        device=device,
+        devices=devices,
+        workers=workers,
+        max_length=max_length,
+    )
+    result = run_feature_job(job)
+    if _is_rank_zero():  # every rank of a --devices run gets the same result
+        _print_summary(result)
 
-    folder = SceneFolder(path)
-    if captions is None:
-        if folder.layout != "paper" or folder.text_root is None:
-            raise BadInputError(
-                f"{path}: no captions given and no text/ folder; pass --captions FILE"
-                " (e.g. the store written by `skyfuse caption`)"
-            )
-        captions = folder.text_root
-    caps = load_captions(captions, folder.root)
-    root = cache_dir if cache_dir is not None else default_cache_dir()
-    if devices is None:
-        from skyfuse.devices import check_device
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        device = str(check_device(device))  # before any weights load
-    ie = create_image_encoder(image_encoder)
-    te_kw = {"max_length": max_length} if max_length is not None else {}
-    te = create_text_encoder(text_encoder, **te_kw)
-    if devices is not None:
-        from skyfuse.encoders.distributed import extract_features_distributed
-
-        n: int | str = int(devices) if devices.isdigit() else devices
-        fs = extract_features_distributed(
-            folder.samples,
-            caps,
-            ie,
-            te,
-            cache_dir=root,
-            batch_size=batch_size,
-            devices=n,
-            num_workers=workers,
-        )
-    else:
-        from skyfuse.encoders.features import extract_features
-
-        fs = extract_features(
-            folder.samples,
-            caps,
-            ie,
-            te,
-            cache_dir=root,
-            batch_size=batch_size,
-            device=device,
-            workers=workers,
-        )
-    if not _is_rank_zero():
-        return
-    st = fs.stats
+def _print_summary(result: FeatureJobResult) -> None:
+    """Computed vs reused counts, token shapes and the cache on stdout; skipped images on stderr."""
+    fs, st = result.features, result.features.stats
     console.print(
-        f"{len(fs)} of {len(folder)} images encoded:"
+        f"{len(fs)} of {result.images} images encoded:"
         f" images {st.get('image_computed', 0)} computed / {st.get('image_cached', 0)} reused,"
         f" captions {st.get('text_computed', 0)} computed / {st.get('text_cached', 0)} reused",
         soft_wrap=True,
@@ -122,14 +105,14 @@ def features(
     console.print(
         f"image tokens {tuple(fs.image_tokens.shape[1:])} from {fs.image_encoder_id}\n"
         f"text tokens up to {tuple(fs.text_tokens.shape[1:])} from {fs.text_encoder_id}\n"
-        f"cache: {root}",
+        f"cache: {result.cache_dir}",
         highlight=False,
         soft_wrap=True,
     )
     if st.get("text_truncated"):
         console.print(
-            f"{st['text_truncated']} caption(s) longer than {te.max_length} tokens were truncated"
-            " (raise --max-length if the encoder allows it)",
+            f"{st['text_truncated']} caption(s) longer than {result.text_max_length} tokens were"
+            " truncated (raise --max-length if the encoder allows it)",
             soft_wrap=True,
         )
     if fs.skipped:
@@ -141,4 +124,5 @@ def features(
 
 
 def register(app: typer.Typer) -> None:
+    """Add `features` to the main application."""
     app.command("features")(features)

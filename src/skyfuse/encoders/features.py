@@ -459,3 +459,98 @@ def extract_features(
         skipped=skipped,
         stats=stats,
     )
+
+
+@dataclass(frozen=True)
+class FeatureJob:
+    """What `skyfuse features` fills: the cache for a scene folder's images and captions.
+
+    `captions` defaults to the folder's own text/ tree (paper layout). `devices` (a count or
+    "auto") spreads the work over Lightning's predict loop instead of one `device`.
+    """
+
+    path: Path
+    captions: Path | None = None
+    image_encoder: str = "efficientnet-lite0"
+    text_encoder: str = "minilm"
+    cache_dir: Path | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    devices: str | None = None
+    workers: int = 2
+    max_length: int | None = None
+
+
+@dataclass
+class FeatureJobResult:
+    """The features, how many images the folder holds, the cache used and the text token limit."""
+
+    features: FeatureSet
+    images: int
+    cache_dir: Path
+    text_max_length: int
+
+
+def _job_captions(job: FeatureJob, folder: Any) -> dict[str, str]:
+    from skyfuse.captioning import load_captions
+
+    captions = job.captions
+    if captions is None:
+        if folder.layout != "paper" or folder.text_root is None:
+            raise BadInputError(
+                f"{job.path}: no captions given and no text/ folder; pass --captions FILE"
+                " (e.g. the store written by `skyfuse caption`)"
+            )
+        captions = folder.text_root
+    return load_captions(captions, folder.root)
+
+
+def _job_device(job: FeatureJob) -> str:
+    """The single device, checked before any weights load ("auto": cuda when there is one)."""
+    from skyfuse.devices import check_device
+
+    device = job.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return str(check_device(device))
+
+
+def run_feature_job(job: FeatureJob) -> FeatureJobResult:
+    """Encode what the cache lacks; corrupt images and images without a caption are skipped."""
+    from skyfuse.data.folder import SceneFolder
+    from skyfuse.encoders import create_image_encoder, create_text_encoder
+    from skyfuse.encoders.cache import default_cache_dir
+
+    folder = SceneFolder(job.path)
+    caps = _job_captions(job, folder)
+    root = job.cache_dir if job.cache_dir is not None else default_cache_dir()
+    device = _job_device(job) if job.devices is None else job.device
+    ie = create_image_encoder(job.image_encoder)
+    te_kw = {"max_length": job.max_length} if job.max_length is not None else {}
+    te = create_text_encoder(job.text_encoder, **te_kw)
+    if job.devices is not None:
+        from skyfuse.encoders.distributed import extract_features_distributed
+
+        n: int | str = int(job.devices) if job.devices.isdigit() else job.devices
+        fs = extract_features_distributed(
+            folder.samples,
+            caps,
+            ie,
+            te,
+            cache_dir=root,
+            batch_size=job.batch_size,
+            devices=n,
+            num_workers=job.workers,
+        )
+    else:
+        fs = extract_features(
+            folder.samples,
+            caps,
+            ie,
+            te,
+            cache_dir=root,
+            batch_size=job.batch_size,
+            device=device,
+            workers=job.workers,
+        )
+    return FeatureJobResult(fs, len(folder), root, te.max_length)
