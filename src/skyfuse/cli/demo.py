@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from skyfuse.cli.common import console, friendly_errors
 
+DemoOutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Output folder (reused if it exists).")
+]
+DemoPerClassOpt = Annotated[int, typer.Option("--per-class", help="Synthetic images per class.")]
+DemoSeedsOpt = Annotated[
+    str, typer.Option("--seeds", help="Comma-separated seeds (one split and training run each).")
+]
+DemoEpochsOpt = Annotated[int, typer.Option("--epochs", help="Maximum epochs per model.")]
+
 
 @friendly_errors
 def demo(
-    out: Path = typer.Option(
-        Path("demo-out"), "--out", "-o", help="Output folder (reused if it exists)."
-    ),
-    per_class: int = typer.Option(30, "--per-class", help="Synthetic images per class."),
-    seeds: str = typer.Option(
-        "0", "--seeds", help="Comma-separated seeds (one split and training run each)."
-    ),
-    epochs: int = typer.Option(15, "--epochs", help="Maximum epochs per model."),
+    out: DemoOutOpt = Path("demo-out"),
+    per_class: DemoPerClassOpt = 30,
+    seeds: DemoSeedsOpt = "0",
+    epochs: DemoEpochsOpt = 15,
 ) -> None:
     """Run the main job offline: synthetic scenes -> attribute captions -> bundled encoders -> image, text, concat and dual models compared.
 
