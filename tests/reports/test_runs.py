@@ -57,8 +57,8 @@ def test_groups_mean_and_sample_std_in_percent(made: dict[str, Path]) -> None:
     groups = {g.label: g for g in group_runs(runs)}
     # the separate run trained otherwise (4 epochs, selection on val): a concat group of its own,
     # both labelled with the settings that tell them apart
-    bench_label = "concat (train_config.epochs=2, train_config.selection=fixed)"
-    run_label = "concat (train_config.epochs=4, train_config.selection=val)"
+    bench_label = "concat (epochs=2, selection=fixed)"
+    run_label = "concat (epochs=4, selection=val)"
     assert list(groups) == [
         bench_label, run_label, "image", "probe-image", "probe-text", "probe-image+text",
     ]  # fmt: skip
@@ -92,8 +92,8 @@ def test_same_model_other_settings_is_another_group(made: dict[str, Path], tmp_p
     groups = group_runs(collect_runs([made["bench"], other]))
     labels = [g.label for g in groups]
     assert labels[:3] == [
-        "concat (train_config.epochs=2)",
-        "concat (train_config.epochs=3)",
+        "concat (epochs=2)",
+        "concat (epochs=3)",
         "image",
     ]
     three = groups[1]
@@ -129,8 +129,8 @@ def test_config_yaml_is_preferred_and_diffed(made: dict[str, Path], tmp_path: Pa
     assert run_differences(runs) == [{}, {"train.lr": (0.001, 0.0003)}]
     # runs that differ only in a config.yaml setting are two groups, labelled by it
     assert [g.label for g in group_runs(runs)] == [
-        "concat (train.lr=0.001)",
-        "concat (train.lr=0.0003)",
+        "concat (lr=0.001)",
+        "concat (lr=0.0003)",
     ]
 
 
@@ -178,3 +178,15 @@ def test_runs_over_other_classes_are_refused(made: dict[str, Path], tmp_path: Pa
     other = make_run(tmp_path / "two-classes", folder)
     with pytest.raises(ConfigError, match=r"two-classes: its classes .* differ from those of"):
         collect_runs([made["run"], other])
+
+
+def test_short_keys_are_unambiguous_tails() -> None:
+    from skyfuse.reports.runs import short_keys
+
+    keys = ["train_config.epochs", "train_config.lr", "fusion_config.dropout", "a.dropout"]
+    assert short_keys(keys) == {
+        "train_config.epochs": "epochs",
+        "train_config.lr": "lr",
+        "fusion_config.dropout": "fusion_config.dropout",
+        "a.dropout": "a.dropout",
+    }

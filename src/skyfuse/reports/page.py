@@ -39,6 +39,7 @@ class Figure:
     path: Path
     caption: str
     alt: str
+    group: str = ""  # the model group a per-run picture belongs to
 
 
 def write_report(runs: Sequence[RunRecord], out_dir: Path, *, title: str | None = None) -> Path:
@@ -95,7 +96,7 @@ def _figures(
                 labels, [m for m, _ in oa], [s for _, s in oa], [g.n for g in groups],
                 fig_dir / "oa.png", muted=[all(r.kind == "probe" for r in g.runs) for g in groups],
             ),
-            "Test OA per model: mean ± sample std over its runs (black outline: best; grey: probes).",
+            "Test OA per model: mean ± sample std over its runs (black outline: the best).",
             "bar chart of test OA per model with error bars",
         )
     )  # fmt: skip
@@ -117,6 +118,7 @@ def _figures(
         out["confusion"].append(
             Figure(path, f"{g.label} ({g.n} {runs_word})", f"confusion matrix of {g.label}")
         )
+    label_of = {id(r): g.label for g in groups for r in g.runs}
     for i, r in enumerate(runs):
         if not r.curves:
             continue
@@ -128,8 +130,10 @@ def _figures(
             refit_rows=r.refit_curves,
         )
         seed = "" if r.seed is None else f", seed {r.seed}"
-        caption = f"{r.model}{seed}: test OA {_pct(r.oa)} %"
-        out["curves"].append(Figure(path, caption, f"training curves of {r.name}"))
+        caption = f"{label_of[id(r)]}{seed}: test OA {_pct(r.oa)} %"
+        out["curves"].append(
+            Figure(path, caption, f"training curves of {r.name}", group=label_of[id(r)])
+        )
     return out
 
 
@@ -286,7 +290,9 @@ figure { margin:14px 0 0; }
 figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
 figcaption { color:var(--muted); font-size:13px; margin-top:6px; text-align:center; }
 .grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(340px,1fr)); gap:14px; }
-.grid.wide { grid-template-columns:repeat(auto-fill,minmax(520px,1fr)); }
+.curves { margin:10px 0; }
+.curves > summary { font-size:15px; font-weight:600; color:var(--fg); padding:4px 0; }
+.curves .card { max-width:900px; margin:10px auto; }
 .grid figure { margin:0; }
 .diff { font-family:ui-monospace,"DejaVu Sans Mono",monospace; font-size:12.5px; }
 .diff div { white-space:nowrap; }
@@ -345,6 +351,24 @@ def _diff_cell(diff: Mapping[str, tuple[Any, Any]], first: bool) -> str:
     return out + "</div>"
 
 
+def _curve_sections(curves: Sequence[Figure], open_all: int = 6) -> str:
+    """One foldable section per model group; all open for a few runs, else only the first."""
+    by_group: dict[str, list[Figure]] = {}
+    for f in curves:
+        by_group.setdefault(f.group, []).append(f)
+    out = []
+    for i, (label, figs) in enumerate(by_group.items()):
+        opened = " open" if len(curves) <= open_all or i == 0 else ""
+        runs_word = "run" if len(figs) == 1 else "runs"
+        out.append(
+            f'<details class="curves"{opened}><summary>{html.escape(label)} '
+            f"({len(figs)} {runs_word})</summary>"
+            + "".join(f'<div class="card">{_img(f)}</div>' for f in figs)
+            + "</details>"
+        )
+    return "".join(out)
+
+
 def render_html(
     runs: Sequence[RunRecord],
     groups: Sequence[RunGroup],
@@ -379,8 +403,13 @@ def render_html(
         + f"<li>written {html.escape(stamp)}</li></ul>",
         '<h2 id="models-title">Models</h2>',
         _html_table(MODELS_HEAD, model_rows, table_id="models", num_from=1),
-        '<p class="note">Bold: the best mean. Grey rows: logistic-regression probes (floors every '
-        "fusion model should clear).</p>",
+        '<p class="note">Bold: the best mean.'
+        + (
+            " Grey rows: logistic-regression probes (floors every fusion model should clear)."
+            if any(r.kind == "probe" for r in runs)
+            else ""
+        )
+        + "</p>",
         '<div class="card">' + "".join(_img(f) for f in figures["overview"]) + "</div>",
         "<h2>Confusion matrices</h2>",
         '<p class="note">Rows are the true class, columns the prediction; each row sums to 1.</p>',
@@ -391,10 +420,9 @@ def render_html(
     if figures["curves"]:
         parts += [
             "<h2>Training curves</h2>",
-            '<p class="note">Per run; the dotted line marks the epoch whose weights were kept.</p>',
-            '<div class="grid wide">'
-            + "".join(f'<div class="card">{_img(f)}</div>' for f in figures["curves"])
-            + "</div>",
+            '<p class="note">Per run, by model; the dotted line marks the epoch whose weights were '
+            "kept. Click a model to fold its runs in or out.</p>",
+            _curve_sections(figures["curves"]),
         ]
     parts += [
         "<h2>Runs</h2>",

@@ -360,7 +360,8 @@ def _is_number(v: Any) -> bool:
 def group_runs(runs: Sequence[RunRecord]) -> list[RunGroup]:
     """Runs grouped by model name, then by the settings that differ between runs of that model
     (seeds and other per-seed values apart; only settings every run of the model records count). Groups keep first-seen order; a model with one group
-    is labelled by its name alone, otherwise by ``name (key=value, ...)`` over the keys that differ."""
+    is labelled by its name alone, otherwise by ``name (key=value, ...)`` over the keys that differ
+    (each key by its shortest unambiguous tail, e.g. ``epochs`` for ``train_config.epochs``)."""
     by_model: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_model.setdefault(r.model, []).append(r)
@@ -376,9 +377,24 @@ def group_runs(runs: Sequence[RunRecord]) -> list[RunGroup]:
                 groups.append(RunGroup(model, model, members))
                 continue
             values = {k: members[0].settings.get(k) for k in keys}
-            label = f"{model} (" + ", ".join(f"{k}={_value(v)}" for k, v in values.items()) + ")"
-            groups.append(RunGroup(label, model, members, values))
+            names = short_keys(keys)
+            label = f"{model} (" + ", ".join(f"{names[k]}={_value(v)}" for k, v in values.items())
+            groups.append(RunGroup(label + ")", model, members, values))
     return groups
+
+
+def short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """Each dotted key by its shortest tail that no other key shares: ``train_config.epochs`` ->
+    ``epochs`` unless another key also ends in ``epochs``."""
+    out: dict[str, str] = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if not any(o != key and (o == tail or o.endswith("." + tail)) for o in keys):
+                break
+        out[key] = tail
+    return out
 
 
 def _varying_keys(runs: Sequence[RunRecord]) -> list[str]:
