@@ -28,8 +28,8 @@ CLASSES = ["beach", "forest", "parking_lot"]
 WORDS = {"beach": "sand water", "forest": "green trees", "parking_lot": "grey cars road"}
 OA_TOLERANCE = 1 / 12 + 1e-9  # one test image
 RUN_FILES = {
-    "checkpoints", "confusion.json", "confusion.png", "curves.png", "logs", "metrics.json",
-    "model", "report.md", "run.json", "split.json",
+    "checkpoints", "config.yaml", "confusion.json", "confusion.png", "curves.png", "logs",
+    "metrics.json", "model", "report.md", "run.json", "split.json",
 }  # fmt: skip
 
 
@@ -90,6 +90,10 @@ def _check_ddp_run(env: dict[str, Path], out: str, one: dict[str, Any], two: dic
     assert {p.name for p in run.iterdir()} == RUN_FILES  # one run folder, no stray temp files
     assert load_bundle(run / "model").class_names == CLASSES
     assert stdout.count("test OA") == 1  # rank 1 does not report (nor evaluate, nor write)
+    from skyfuse.reports.curves import read_metrics_csv
+
+    rows = read_metrics_csv(run / "logs" / "metrics.csv")  # rank 0 logs, once per epoch
+    assert [int(r["epoch"]) for r in rows] == list(range(two["training"]["epochs_run"]))
     assert two["test"]["n"] == one["test"]["n"] == 12
     s1, s2 = one["training"]["schedule"], two["training"]["schedule"]
     assert s1["world_size"] == 1 and s2["world_size"] == 2
