@@ -130,7 +130,9 @@ class History(Callback):
     The rows ride in checkpoints (a resumed run keeps its curve) and go to the trainer's loggers, one
     ``log_metrics`` call per epoch with ``step`` = the epoch. On a resume the CSV file is rewritten
     from the checkpoint's rows first: the epoch that was running when the process died (whose row may
-    or may not have reached the file) is trained again and logged once.
+    or may not have reached the file) is trained again and logged once. TensorBoard / MLflow / W&B
+    keep what they already received (they cannot take rows back): there, an epoch logged but not
+    yet checkpointed when the process died appears twice, at the same step.
     """
 
     def __init__(self, hook: EpochHook | None = None) -> None:
