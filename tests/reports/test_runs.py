@@ -190,3 +190,52 @@ def test_short_keys_are_unambiguous_tails() -> None:
         "fusion_config.dropout": "fusion_config.dropout",
         "a.dropout": "a.dropout",
     }
+
+
+def test_an_evaluate_output_is_a_row_of_its_own(made: dict[str, Path], tmp_path: Path) -> None:
+    scored = tmp_path / "eval"
+    shutil.copytree(made["run"], scored)
+    metrics = _metrics(scored)  # what `skyfuse evaluate --out` adds: the part it scored
+    metrics.update(part="test", seed=None)
+    (scored / "metrics.json").write_text(json.dumps(metrics))
+    runs = collect_runs([made["run"], scored])
+    assert [r.kind for r in runs] == ["train", "evaluate"]
+    assert [g.label for g in group_runs(runs)] == ["concat", "concat [evaluate: test]"]
+
+
+def test_bench_runs_read_the_bench_config_in_the_train_schema(
+    made: dict[str, Path], tmp_path: Path
+) -> None:
+    from skyfuse.experiments.config import (
+        BenchExperiment,
+        FusionSection,
+        ModelSection,
+        TrainExperiment,
+        save_experiment,
+    )
+    from skyfuse.training.config import TrainConfig
+
+    bench, run = tmp_path / "bench", tmp_path / "run"
+    shutil.copytree(made["bench"], bench)
+    shutil.copytree(made["run"], run)
+    grid = BenchExperiment(
+        models=["concat", "image"], seeds=[0, 1], fusion=FusionSection(width=16, heads=2),
+        training=TrainConfig(epochs=2),
+    )  # fmt: skip
+    save_experiment(grid, bench / "config.yaml")
+    one = TrainExperiment(
+        seed=0, model=ModelSection(name="concat", width=16, heads=2),
+        training=TrainConfig(epochs=2, lr=3e-4),
+    )  # fmt: skip
+    save_experiment(one, run / "config.yaml")
+    runs = {r.name: r for r in collect_runs([bench, run])}
+    concat = runs["bench/concat-s1"].settings
+    assert concat["model.name"] == "concat" and concat["seed"] == 1 and "models" not in concat
+    assert set(concat) == set(runs["run"].settings)  # one schema: the differences are real ones
+    assert run_differences([runs["bench/concat-s0"], runs["run"]])[1] == {
+        "training.lr": (0.001, 0.0003)
+    }
+    probe = runs["bench/probe-text-s0"].settings
+    assert probe["model.name"] == "probe-text" and not any(k.startswith("training.") for k in probe)
+    labels = [g.label for g in group_runs(list(runs.values()))]
+    assert labels[:3] == ["concat (lr=0.001)", "concat (lr=0.0003)", "image"]

@@ -26,12 +26,9 @@ def report(
     ),
     title: str | None = typer.Option(None, "--title", help="Page title (default: the dataset)."),
 ) -> None:
-    """Compare finished runs on one self-contained page: models table (mean ± std over seeds),
-    OA bars, per-class F1 heat map, confusion matrices, training curves and settings differences.
+    """Compare finished runs on one self-contained page: models table (mean ± std over seeds), OA bars, per-class F1 heat map, confusion matrices, training curves and settings differences.
 
-    The page (OUT/report.html) embeds its pictures and opens from disk with no server or network;
-    OUT/report.md has the same tables with the pictures as PNG files beside it. Runs over different
-    class lists are refused.
+    OUT/report.html embeds its pictures and opens from disk with no server or network; OUT/report.md has the same tables, with the pictures as PNG files in OUT/report-figures/. Runs over different class lists are refused. `skyfuse bench --out DIR` writes the same page into DIR.
 
     Example: skyfuse report bench/aid runs/dual-lr3e-4 --out reports/aid
     """

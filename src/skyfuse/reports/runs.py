@@ -42,10 +42,14 @@ SETTING_KEYS = (
     "fusion_config",
     "train_config",
 )
-#: settings that change with every seed (or every write) and so never tell two groups apart
+#: settings that change with every seed, every write or every folder, or say only where a run
+#: executed: they never tell two groups apart (they still show among a run's differences)
 _PER_SEED = re.compile(
-    r"(^|\.)(seed|seeds|fingerprint|split_digest|written|time|seconds)$|(^|\.)split\.json$"
+    r"(^|\.)(seed|seeds|fingerprint|split_digest|written|time|seconds|out|cache_dir|version"
+    r"|accelerator|devices|strategy|num_nodes|num_workers|logger|precision)$"
 )
+#: keys of a bench's config.yaml that describe the whole grid, not one of its runs
+_BENCH_ONLY = ("models", "seeds", "probes", "save_models")
 
 
 @dataclass
@@ -311,16 +315,14 @@ def _model_and_seed(
 def _settings(
     run_dir: Path, metrics: Mapping[str, Any], fingerprint: Mapping[str, Any]
 ) -> dict[str, Any]:
-    config = run_dir / CONFIG_FILE
-    if config.is_file():
-        import yaml
-
-        try:
-            doc = yaml.safe_load(config.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{config}: unreadable YAML ({exc}); fix or remove it") from exc
-        if isinstance(doc, Mapping):
-            return flatten(doc)
+    doc = _read_yaml(run_dir / CONFIG_FILE)
+    if doc is not None:
+        doc.pop("out", None)  # where it was written: the report names the folder anyway
+        return flatten(doc)
+    bench_doc = _read_yaml(run_dir.parent.parent / CONFIG_FILE)
+    if bench_doc is not None and run_dir.parent.name == "runs" and bench_doc.get("kind") == "bench":
+        model, seed = _model_and_seed(run_dir, metrics, fingerprint)
+        return flatten(bench_run_config(bench_doc, model, seed))
     picked = {k: metrics[k] for k in SETTING_KEYS if k in metrics}
     if not picked and fingerprint:  # a bench probe records its settings only in run.json
         picked = {
@@ -330,6 +332,36 @@ def _settings(
             "train_config": fingerprint.get("train_config"),
         }
     return flatten(picked)
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: unreadable YAML ({exc}); fix or remove it") from exc
+    return dict(doc) if isinstance(doc, Mapping) else None
+
+
+def bench_run_config(bench: Mapping[str, Any], model: str, seed: int | None) -> dict[str, Any]:
+    """One run of a bench as a `skyfuse train` config.yaml would describe it: the bench's document
+    with ``model: {name, **fusion}`` and ``seed`` in place of the grid's ``models`` and ``seeds``
+    (``out`` left out, as for a run's own config.yaml)
+    (a probe trains no fusion network: its ``model`` is the name alone, without ``training``)."""
+    doc = {k: v for k, v in bench.items() if k not in _BENCH_ONLY}
+    fusion = doc.pop("fusion", None) or {}
+    doc["kind"] = "train"
+    doc.pop("out", None)
+    doc["seed"] = seed
+    if model.startswith("probe-"):
+        doc["model"] = {"name": model}
+        doc.pop("training", None)
+    else:
+        doc["model"] = {"name": model, **dict(fusion)}
+    return doc
 
 
 def _curves(
@@ -358,15 +390,16 @@ def _is_number(v: Any) -> bool:
 
 
 def group_runs(runs: Sequence[RunRecord]) -> list[RunGroup]:
-    """Runs grouped by model name, then by the settings that differ between runs of that model
+    """Runs grouped by model name (`skyfuse evaluate` outputs apart), then by the settings that differ between runs of that model
     (seeds and other per-seed values apart; only settings every run of the model records count). Groups keep first-seen order; a model with one group
     is labelled by its name alone, otherwise by ``name (key=value, ...)`` over the keys that differ
     (each key by its shortest unambiguous tail, e.g. ``epochs`` for ``train_config.epochs``)."""
     by_model: dict[str, list[RunRecord]] = {}
     for r in runs:
-        by_model.setdefault(r.model, []).append(r)
+        by_model.setdefault(_base_label(r), []).append(r)
     groups: list[RunGroup] = []
-    for model, items in by_model.items():
+    for base, items in by_model.items():
+        model = items[0].model
         keys = _varying_keys(items)
         parts: dict[tuple[str, ...], list[RunRecord]] = {}
         for r in items:
@@ -374,13 +407,20 @@ def group_runs(runs: Sequence[RunRecord]) -> list[RunGroup]:
             parts.setdefault(sig, []).append(r)
         for members in parts.values():
             if len(parts) == 1:
-                groups.append(RunGroup(model, model, members))
+                groups.append(RunGroup(base, model, members))
                 continue
             values = {k: members[0].settings.get(k) for k in keys}
             names = short_keys(keys)
-            label = f"{model} (" + ", ".join(f"{names[k]}={_value(v)}" for k, v in values.items())
+            label = f"{base} (" + ", ".join(f"{names[k]}={_value(v)}" for k, v in values.items())
             groups.append(RunGroup(label + ")", model, members, values))
     return groups
+
+
+def _base_label(run: RunRecord) -> str:
+    """The model name; a bundle scored by `skyfuse evaluate` is its own row, named by the part."""
+    if run.kind == "evaluate":
+        return f"{run.model} [evaluate: {run.settings.get('part') or 'test'}]"
+    return run.model
 
 
 def short_keys(keys: Sequence[str]) -> dict[str, str]:
