@@ -222,3 +222,14 @@ def _tiny_zeroshot(fold_dir: Path) -> None:
     cfg = HeadTrainConfig(epochs=2, batch_size=8)
     _, history = train_semantic_head(base, train, val, e_seen, cfg, run_dir=fold_dir)
     assert len(read_metrics_csv(fold_dir / "logs" / "metrics.csv")) == len(history) > 0
+
+
+@pytest.mark.skipif(
+    not (loop_mod._importable("tensorboard") or loop_mod._importable("tensorboardX")),
+    reason="needs tensorboard (pip install 'skyfuse[tensorboard]')",
+)
+def test_tensorboard_logger_writes_under_logs(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _run(out, logger="tensorboard")
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    assert not (out / "logs" / "metrics.csv").exists()
