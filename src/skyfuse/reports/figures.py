@@ -100,28 +100,42 @@ def plot_f1_heatmap(
     *,
     title: str = "Per-class F1 (%), mean over runs",
 ) -> Path:
-    """Groups x classes heat map of F1 in percent; cells annotated while there is room (<= 30 classes)."""
+    """Heat map of F1 in percent, ``f1[group][class]``: groups as rows and classes as columns, or
+    transposed when there are more than 12 classes (a tall map stays legible where a wide one would
+    shrink). Every cell is annotated with its value."""
     plt = _pyplot()
     data = np.asarray(f1, dtype=np.float64)
+    models = [textwrap.shorten(lab, 40) for lab in labels]
+    names = list(classes)
+    transpose = len(names) > max(12, len(models))
+    if transpose:
+        data, row_names, col_names = data.T, names, models
+    else:
+        row_names, col_names = models, names
     rows, cols = data.shape
-    width = min(22.0, max(6.0, 0.55 * cols + 3.0))
-    height = min(14.0, max(2.2, 0.42 * rows + 1.8))
+    width = min(16.0, max(5.0, 0.62 * cols + 0.09 * max(map(len, row_names)) + 2.2))
+    height = min(30.0, max(2.2, 0.36 * rows + 1.9))
     fig, ax = plt.subplots(figsize=(width, height), dpi=110)
     try:
         im = ax.imshow(data, cmap="viridis", vmin=0.0, vmax=100.0, aspect="auto")
-        font = max(5, min(9, int(260 / max(cols, 1))))
-        ax.set_xticks(range(cols), labels=list(classes), rotation=45, ha="right", fontsize=font + 1)
-        ax.set_yticks(range(rows), labels=[textwrap.shorten(lab, 40) for lab in labels], fontsize=9)
-        if cols <= 30:
-            for i in range(rows):
-                for j in range(cols):
-                    v = data[i, j]
-                    if math.isnan(v):
-                        continue
-                    color = "black" if v > 60 else "white"
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=font, color=color)
-        fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="F1 (%)")
-        ax.set_title(title, fontsize=10)
+        font = 8 if cols <= 14 else 7
+        if transpose:  # models along the top, readable without rotation when short
+            ax.xaxis.tick_top()
+            ax.set_xticks(range(cols), labels=col_names, rotation=30, ha="left", fontsize=9)
+        else:
+            ax.set_xticks(range(cols), labels=col_names, rotation=45, ha="right", fontsize=9)
+        ax.set_yticks(range(rows), labels=row_names, fontsize=9)
+        for i in range(rows):
+            for j in range(cols):
+                v = data[i, j]
+                if math.isnan(v):
+                    continue
+                color = "black" if v > 60 else "white"
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=font, color=color)
+        fig.colorbar(
+            im, ax=ax, fraction=0.04, pad=0.03, label="F1 (%)", shrink=min(1.0, 6 / rows + 0.3)
+        )
+        ax.set_title(title, fontsize=10, pad=12 if not transpose else 40)
         fig.tight_layout()
         return _save(fig, path)
     finally:

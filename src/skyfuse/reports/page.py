@@ -116,7 +116,9 @@ def _figures(
             title=f"{g.label}: {g.n} {runs_word} summed, rows normalised",
         )
         out["confusion"].append(
-            Figure(path, f"{g.label} ({g.n} {runs_word})", f"confusion matrix of {g.label}")
+            Figure(
+                path, f"{g.label} ({g.n} {runs_word})", f"confusion matrix of {g.label}", g.label
+            )
         )
     label_of = {id(r): g.label for g in groups for r in g.runs}
     for i, r in enumerate(runs):
@@ -290,9 +292,10 @@ figure { margin:14px 0 0; }
 figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
 figcaption { color:var(--muted); font-size:13px; margin-top:6px; text-align:center; }
 .grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(340px,1fr)); gap:14px; }
-.curves { margin:10px 0; }
-.curves > summary { font-size:15px; font-weight:600; color:var(--fg); padding:4px 0; }
-.curves .card { max-width:900px; margin:10px auto; }
+.grid.two { grid-template-columns:repeat(auto-fill,minmax(520px,1fr)); }
+.fold { margin:10px 0; }
+.fold > summary { font-size:15px; font-weight:600; color:var(--fg); padding:4px 0; }
+.fold .card { max-width:900px; margin:10px auto; }
 .grid figure { margin:0; }
 .diff { font-family:ui-monospace,"DejaVu Sans Mono",monospace; font-size:12.5px; }
 .diff div { white-space:nowrap; }
@@ -351,19 +354,33 @@ def _diff_cell(diff: Mapping[str, tuple[Any, Any]], first: bool) -> str:
     return out + "</div>"
 
 
-def _curve_sections(curves: Sequence[Figure], open_all: int = 6) -> str:
-    """One foldable section per model group; all open for a few runs, else only the first."""
+def _confusion_section(figs: Sequence[Figure], classes: int) -> str:
+    """Three matrices a row for a few classes, two for up to 20; above that one a row, each model
+    folded (the first open) so that 45-class matrices stay legible without an endless page."""
+    if classes > 20:
+        hint = '<p class="note">Click a model to open or fold its matrix.</p>'
+        return hint + _folded(figs, open_all=2)
+    width = "" if classes <= 8 else " two"
+    cards = "".join(f'<div class="card">{_img(f)}</div>' for f in figs)
+    return f'<div class="grid{width}">{cards}</div>'
+
+
+def _folded(figs: Sequence[Figure], open_all: int = 6) -> str:
+    """One foldable section per model group; all open for a few pictures, else only the first."""
     by_group: dict[str, list[Figure]] = {}
-    for f in curves:
+    for f in figs:
         by_group.setdefault(f.group, []).append(f)
     out = []
-    for i, (label, figs) in enumerate(by_group.items()):
-        opened = " open" if len(curves) <= open_all or i == 0 else ""
-        runs_word = "run" if len(figs) == 1 else "runs"
+    for i, (label, members) in enumerate(by_group.items()):
+        opened = " open" if len(figs) <= open_all or i == 0 else ""
+        count = (
+            f" ({len(members)} {'run' if len(members) == 1 else 'runs'})"
+            if any(f.alt.startswith("training curves") for f in members)
+            else ""
+        )
         out.append(
-            f'<details class="curves"{opened}><summary>{html.escape(label)} '
-            f"({len(figs)} {runs_word})</summary>"
-            + "".join(f'<div class="card">{_img(f)}</div>' for f in figs)
+            f'<details class="fold"{opened}><summary>{html.escape(label)}{count}</summary>'
+            + "".join(f'<div class="card">{_img(f)}</div>' for f in members)
             + "</details>"
         )
     return "".join(out)
@@ -413,16 +430,14 @@ def render_html(
         '<div class="card">' + "".join(_img(f) for f in figures["overview"]) + "</div>",
         "<h2>Confusion matrices</h2>",
         '<p class="note">Rows are the true class, columns the prediction; each row sums to 1.</p>',
-        '<div class="grid">'
-        + "".join(f'<div class="card">{_img(f)}</div>' for f in figures["confusion"])
-        + "</div>",
+        _confusion_section(figures["confusion"], len(runs[0].classes)),
     ]
     if figures["curves"]:
         parts += [
             "<h2>Training curves</h2>",
             '<p class="note">Per run, by model; the dotted line marks the epoch whose weights were '
             "kept. Click a model to fold its runs in or out.</p>",
-            _curve_sections(figures["curves"]),
+            _folded(figures["curves"]),
         ]
     parts += [
         "<h2>Runs</h2>",
