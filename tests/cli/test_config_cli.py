@@ -162,3 +162,20 @@ def test_flag_defaults_are_the_schemas(command: str, keys: dict, kind: type, con
         if key in ("data.path", "out"):
             continue
         assert _schema_value(document, key) == value, f"`skyfuse {command}` {key}"
+
+
+def test_missing_logger_package_fails_before_any_work(env: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here")
+    out = tmp_path / "never"
+    res = CliRunner().invoke(
+        app, ["train", str(env["data"]), "--train", "0.5", "--logger", "mlflow", "--out", str(out)]
+    )
+    assert res.exit_code == 2
+    assert (
+        res.output.strip()
+        == "error: --logger mlflow needs the mlflow package: pip install 'skyfuse[mlflow]'"
+    )
+    assert not out.exists()

@@ -167,11 +167,14 @@ def test_pixel_cache_dir_is_keyed_by_folder_and_resize(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", [{"lr": -1.0}, {"schedule": "linear"}, {"devices": "x"}])
 def test_config_errors_are_one_line(bad: dict[str, object]) -> None:
+    """Settings reach training through an experiment (CLI and config files): one line naming the key."""
     from skyfuse.errors import ConfigError
-    from skyfuse.training.config import TrainConfig
+    from skyfuse.experiments.config import TrainExperiment, build_experiment
 
-    with pytest.raises(ConfigError):
-        TrainConfig(**bad).lightning_devices()
+    overrides = {f"training.{k}": v for k, v in bad.items()}
+    with pytest.raises(ConfigError) as err:
+        build_experiment(TrainExperiment, overrides=overrides).training.lightning_devices()
+    assert "\n" not in str(err.value) and next(iter(bad)) in str(err.value)
 
 
 def test_caption_batches_are_trimmed_to_their_longest_caption(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
+import rich.markup
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -29,7 +30,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line on stderr and exit; the message names the file and the fix."""
-    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    # the message is plain text: "[mlflow]" in "pip install 'skyfuse[mlflow]'" is not markup
+    err_console.print(
+        f"[bold red]error:[/bold red] {rich.markup.escape(message)}",
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(code)
 
 

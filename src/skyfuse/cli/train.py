@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import rich.markup
 import typer
 
 from skyfuse.cli.common import console, err_console, friendly_errors, set_quiet
@@ -253,7 +254,8 @@ def train(
 
 
 def _warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    text = rich.markup.escape(message)
+    err_console.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
 
 
 def _with_epoch_bar(epochs: int, job: Any) -> dict[str, Any] | None:
@@ -468,7 +470,7 @@ def bench(
     console.print(to_markdown(table), highlight=False, soft_wrap=True)
     if exp.out is not None:
         console.print(
-            f"wrote {exp.out / 'bench.md'}, {exp.out / 'bench.csv'} and {exp.out / 'config.yaml'}",
+            f"wrote {exp.out / 'bench.md'}, {exp.out / 'bench.csv'}, {exp.out / 'report.html'} and {exp.out / 'config.yaml'}",
             highlight=False,
         )
 

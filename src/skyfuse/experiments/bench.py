@@ -20,7 +20,9 @@ RunHook = Callable[[dict[str, Any]], None]
 def check_bench(exp: BenchExperiment) -> None:
     """One-line errors before minutes of feature extraction are spent."""
     from skyfuse.models import list_models
+    from skyfuse.training.loop import check_logger
 
+    check_logger(exp.training.logger)
     known = list_models()
     for name in exp.models:
         if name.lower() not in known:

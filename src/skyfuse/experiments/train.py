@@ -32,6 +32,7 @@ def _ignore(message: str) -> None:
 def check_new_run(exp: TrainExperiment, *, force: bool) -> Path:
     """The output folder, or a one-line error before minutes of feature extraction are spent."""
     from skyfuse.models import list_models
+    from skyfuse.training.loop import check_logger
 
     if exp.model.name.lower() not in list_models():
         raise ConfigError(
@@ -41,6 +42,7 @@ def check_new_run(exp: TrainExperiment, *, force: bool) -> Path:
         raise ConfigError("no scene folder: give PATH or set data.path in the config")
     if exp.out is None:
         raise ConfigError("no output folder: pass --out DIR or set out in the config")
+    check_logger(exp.training.logger)
     if (exp.out / "metrics.json").is_file() and not force:
         raise ConfigError(
             f"{exp.out}: holds a finished run (metrics.json); pass --force to retrain or choose another --out"
