@@ -69,10 +69,11 @@ def plot_curves(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if chosen_epoch is None and rows:
         chosen_epoch = int(rows[-1].get("epoch", len(rows) - 1))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=110)
     try:
         panels = (("loss", "loss"), ("acc", "accuracy"))
         for ax, (suffix, label) in zip(axes, panels, strict=True):
@@ -95,6 +96,7 @@ def plot_curves(
                     label=f"chosen: epoch {chosen_epoch + 1}",
                 )
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.4
             ax.set_ylabel(label)
             if suffix == "acc":
                 ax.set_ylim(-0.02, 1.02)
