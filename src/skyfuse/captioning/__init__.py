@@ -12,6 +12,7 @@ from skyfuse.captioning.base import (
     create_captioner,
     list_captioners,
 )
+from skyfuse.captioning.job import CaptionJob, run_caption_job
 from skyfuse.captioning.load import load_captions
 from skyfuse.captioning.prompts import Prompt, builtin_prompts, resolve_prompt
 from skyfuse.captioning.runner import CaptionRunSummary, caption_folder, parse_shard
@@ -21,6 +22,7 @@ from skyfuse.captioning.store import CaptionStore, MergeReport, merge_stores, re
 __all__ = [
     "AuditReport",
     "CaptionFailure",
+    "CaptionJob",
     "CaptionRunSummary",
     "CaptionStore",
     "Captioner",
@@ -41,4 +43,5 @@ __all__ = [
     "parse_shard",
     "read_records",
     "resolve_prompt",
+    "run_caption_job",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skyfuse.export.job import ExportJob, prepare_export
 from skyfuse.export.onnx import (
     ExportReport,
     ExportResult,
@@ -12,10 +13,12 @@ from skyfuse.export.onnx import (
 )
 
 __all__ = [
+    "ExportJob",
     "ExportReport",
     "ExportResult",
     "export_bundle",
     "export_fusion",
     "export_image_encoder",
     "export_text_encoder",
+    "prepare_export",
 ]

@@ -17,6 +17,13 @@ from skyfuse.inference.captions import (
     CaptionRefused,
     resolve_caption_policy,
 )
+from skyfuse.inference.job import (
+    CaptionChoice,
+    ExplainJob,
+    PredictJob,
+    prepare_explain,
+    prepare_predict,
+)
 from skyfuse.inference.loading import (
     ZeroShotPredictor,
     load_predictor,
@@ -27,14 +34,17 @@ from skyfuse.inference.predictor import Explanation, LabelProb, Prediction, Pred
 from skyfuse.inference.records import PredictionWriter, read_predictions
 
 __all__ = [
+    "CaptionChoice",
     "CaptionError",
     "CaptionLookup",
     "CaptionPlan",
     "CaptionPolicy",
     "CaptionRefused",
+    "ExplainJob",
     "Explanation",
     "InputImage",
     "LabelProb",
+    "PredictJob",
     "PredictSummary",
     "Prediction",
     "PredictionWriter",
@@ -45,6 +55,8 @@ __all__ = [
     "parse_classes",
     "plan_captions",
     "predict_files",
+    "prepare_explain",
+    "prepare_predict",
     "read_predictions",
     "resolve_caption_policy",
     "resolve_model_dir",
