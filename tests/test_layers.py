@@ -140,3 +140,13 @@ def test_the_cli_installs_its_rich_bar() -> None:
     import skyfuse.cli.common  # noqa: F401
 
     assert isinstance(resolve_progress(True), Progress)
+
+
+def test_the_command_line_loads_without_torch() -> None:
+    """`skyfuse --help` stays fast: registering every command imports neither torch nor the library."""
+    import subprocess
+    import sys
+
+    code = "import sys, skyfuse.cli; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

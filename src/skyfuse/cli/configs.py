@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from skyfuse.experiments.config import Experiment, build_experiment
+if TYPE_CHECKING:  # the schema imports torch (zeroshot settings): not at `skyfuse --help` time
+    from skyfuse.experiments.config import Experiment
 
-E = TypeVar("E", bound=Experiment)
+E = TypeVar("E", bound="Experiment")
 
 Convert = Callable[[Any], Any]
 
@@ -49,6 +50,8 @@ def experiment_from_flags(
 ) -> E:
     """The experiment of ``config_file`` with every typed flag (``keys``: parameter -> dotted key)
     laid over it; an invalid value set by a flag is reported under the flag's name."""
+    from skyfuse.experiments.config import build_experiment
+
     convert = convert or {}
     overrides: dict[str, Any] = {}
     labels: dict[str, str] = {}

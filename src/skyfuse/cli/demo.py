@@ -32,14 +32,14 @@ def demo(
     """
     import time
 
-    from skyfuse.cli.train import _seeds
+    from skyfuse.cli.configs import parse_seeds
     from skyfuse.training.demo import run_demo
 
     t0 = time.perf_counter()
     result = run_demo(
         out,
         per_class=per_class,
-        seeds=_seeds(seeds),
+        seeds=parse_seeds(seeds),
         epochs=epochs,
         say=lambda s: console.print(s, highlight=False, soft_wrap=True),
     )

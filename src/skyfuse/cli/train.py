@@ -46,8 +46,6 @@ from skyfuse.cli.options import (
     WidthOpt,
 )
 
-_seeds = parse_seeds  # the name `skyfuse demo` imports
-
 #: flags of train and bench that land in the same experiment keys
 _COMMON_KEYS = {
     "path": "data.path",
