@@ -75,3 +75,23 @@ def test_messages_are_not_wrapped_when_piped(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     line = next(x for x in r.output.splitlines() if x.startswith("wrote"))
     assert str(out) in line and line.rstrip().endswith("seed 0)")
+
+
+def test_quiet_turns_every_bar_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--quiet wins over SKYFUSE_PROGRESS=1 (which forces bars in logs), for the CLI's own bars and
+    for the bars library jobs get through skyfuse.progress."""
+    from skyfuse.cli import common
+    from skyfuse.progress import resolve_progress
+
+    monkeypatch.setenv("SKYFUSE_PROGRESS", "1")
+    monkeypatch.setattr(common, "_QUIET", False)
+    assert not common.progress().disable
+    common.set_quiet(True)
+    try:
+        assert common.progress().disable and resolve_progress(True).disable  # type: ignore[attr-defined]
+    finally:
+        common.set_quiet(False)
+    data = make_synthetic_dataset(tmp_path / "d", per_class=2, size=16, classes=["beach", "forest"])
+    assert CliRunner().invoke(app, ["datasets", "check", str(data), "--quiet"]).exit_code == 0
+    assert common._QUIET  # the flag reached the switch
+    common.set_quiet(False)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from skyfuse.cli.common import console, err_console, friendly_errors
+from skyfuse.cli.common import console, err_console, friendly_errors, set_quiet
+from skyfuse.cli.options import QuietOpt
 
 if TYPE_CHECKING:
     from skyfuse.captioning.job import AuditRun
@@ -146,12 +147,15 @@ def caption(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     batch_size: VlmBatchOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Caption every image of a scene folder into a resumable JSONL store.
 
     Re-running the same command skips what is done and retries failures. The exit status is 0 only when every image (of the shard) has a caption.
     """
-    fields = dict(locals())  # the parameters are CaptionJob's fields, name for name
+    set_quiet(quiet)
+    fields = dict(locals())  # the parameters are CaptionJob's fields, name for name (bar --quiet)
+    del fields["quiet"]
     from skyfuse.captioning.job import CaptionJob, run_caption_job
 
     job = CaptionJob(**fields)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from skyfuse.cli.common import console, friendly_errors, progress
+from skyfuse.cli.common import console, friendly_errors, progress, set_quiet
+from skyfuse.cli.options import QuietOpt
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -256,11 +257,13 @@ def check_cmd(
     workers: DecodeWorkersOpt = None,
     executor: ExecutorOpt = "thread",
     max_pixels: MaxPixelsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Decode every image; report per-class counts, corrupt files, duplicates and image sizes.
 
     Exits 0 when the folder is usable for classification (at least two classes with readable images), even if some files were skipped; 1 when it is not.
     """
+    set_quiet(quiet)
     from skyfuse.data.check import check_folder
     from skyfuse.data.images import DEFAULT_MAX_PIXELS
 

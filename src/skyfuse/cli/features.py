@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from skyfuse.cli.common import console, err_console, friendly_errors
+from skyfuse.cli.common import console, err_console, friendly_errors, set_quiet
 from skyfuse.cli.options import (
     CacheDirOpt,
     CaptionsOpt,
     ImageEncoderOpt,
+    QuietOpt,
     ScenePathArg,
     TextEncoderOpt,
 )
@@ -65,6 +66,7 @@ def features(
     devices: DevicesOpt = None,
     workers: WorkersOpt = 2,
     max_length: MaxLengthOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Encode every image and caption once and store the frozen tokens in the feature cache.
 
@@ -74,6 +76,7 @@ def features(
 
     Example: skyfuse features data/aid --captions captions.jsonl --batch-size 64
     """
+    set_quiet(quiet)
     from skyfuse.encoders.features import FeatureJob, run_feature_job
 
     job = FeatureJob(

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from skyfuse.cli.common import console, err_console, friendly_errors, progress
+from skyfuse.cli.common import console, err_console, friendly_errors, progress, set_quiet
+from skyfuse.cli.options import QuietOpt
 
 if TYPE_CHECKING:
     from skyfuse.inference.batch import PredictSummary
@@ -207,6 +208,7 @@ def predict_cmd(
     views: PredictViewsOpt = None,
     image_encoder: BundleImageEncoderOpt = None,
     text_encoder: BundleTextEncoderOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Predict the scene class of images into a JSONL or CSV file.
 
@@ -217,6 +219,7 @@ def predict_cmd(
     a caption that fails is a record with `error`, retried by the next run. Corrupt files are
     reported and skipped; re-running the same command resumes.
     """
+    set_quiet(quiet)
     from skyfuse.inference.job import CaptionChoice, PredictJob, prepare_predict
 
     choice = CaptionChoice(captions, backend, vlm_model, base_url, prompt, allow_mismatch)
