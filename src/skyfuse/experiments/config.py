@@ -307,8 +307,9 @@ def to_document(exp: Experiment) -> dict[str, Any]:
     data = exp.model_dump(mode="json", exclude_none=False)
     if isinstance(exp, TrainExperiment | BenchExperiment):
         data["training"].pop("seed", None)  # the top-level seed (bench: one per run)
-    if data.get("recorded") is None:
-        data.pop("recorded", None)
+    recorded = data.pop("recorded", None)
+    if recorded is not None:  # last: what the run saw, after what it was asked to do
+        data["recorded"] = recorded
     if isinstance(data.get("model"), dict) and "name" in data["model"]:  # the name first
         data["model"] = {"name": data["model"].pop("name"), **data["model"]}
     return data
