@@ -1,32 +1,13 @@
 // Opens a `skyfuse report` page from file:// in Debian's chromium through playwright-core.
 // Usage: node report_page.mjs FILE_URL SCREENSHOT
 // Prints one JSON line: the models table rows, image sizes, console errors, failed and non-file requests.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { launch } from './chromium.mjs';
 
 const [url, screenshot] = process.argv.slice(2);
-const executablePath = process.env.SKYFUSE_CHROMIUM || '/usr/bin/chromium';
-const userDataDir = mkdtempSync(join(tmpdir(), 'skyfuse-chromium-'));
 
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath,
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-  ],
-  viewport: { width: 1280, height: 900 },
-});
+const { page, close } = await launch({ width: 1280, height: 900 });
 let failed = null;
 try {
-  const page = context.pages()[0] || (await context.newPage());
   const errors = [];
   const failedRequests = [];
   const requests = [];
@@ -50,8 +31,7 @@ try {
 } catch (e) {
   failed = e;
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }
 if (failed) {
   console.error(String(failed.stack || failed));

@@ -5,32 +5,17 @@ playwright-core are absent; the screenshot is kept in test-artifacts/browser/rep
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.browser.chromium import missing_requirements, run_driver
 from tests.conftest import REPO
-
-HERE = Path(__file__).resolve().parent
-CHROMIUM = os.environ.get("SKYFUSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def _requirements() -> str | None:
-    if not Path(CHROMIUM).is_file():
-        return f"chromium not found ({CHROMIUM}); .ci/system-deps installs it"
-    if shutil.which("node") is None:
-        return "node not found; .ci/system-deps installs it"
-    if not (HERE / "node_modules" / "playwright-core").is_dir():
-        return "playwright-core not installed; run .ci/system-deps"
-    return None
 
 
 def test_report_page_in_chromium(tmp_path: Path, one_torch_thread: None) -> None:
-    missing = _requirements()
+    missing = missing_requirements()
     if missing:
         pytest.skip(missing)
     from skyfuse.reports.page import write_report
@@ -46,15 +31,7 @@ def test_report_page_in_chromium(tmp_path: Path, one_torch_thread: None) -> None
     shots.mkdir(parents=True, exist_ok=True)
     shot = shots / "report_page.png"
     shot.unlink(missing_ok=True)
-    env = dict(os.environ, SKYFUSE_CHROMIUM=CHROMIUM)
-    done = subprocess.run(
-        ["node", str(HERE / "report_page.mjs"), page.resolve().as_uri(), str(shot)],
-        cwd=HERE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_driver("report_page.mjs", page.resolve().as_uri(), str(shot), timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     groups = group_runs(runs)

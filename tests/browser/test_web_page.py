@@ -5,8 +5,6 @@ are absent; the screenshot is kept in test-artifacts/browser/."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,25 +13,13 @@ from PIL import Image
 
 from skyfuse.data.synthetic import render_scene
 from skyfuse.serving.server import free_port, serve_subprocess, stop_subprocess, wait_healthy
+from tests.browser.chromium import missing_requirements, run_driver
 from tests.conftest import REPO
 from tests.inference.helpers import CLASSES, make_bundle
 
-HERE = Path(__file__).resolve().parent
-CHROMIUM = os.environ.get("SKYFUSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def _requirements() -> str | None:
-    if not Path(CHROMIUM).is_file():
-        return f"chromium not found ({CHROMIUM}); .ci/system-deps installs it"
-    if shutil.which("node") is None:
-        return "node not found; .ci/system-deps installs it"
-    if not (HERE / "node_modules" / "playwright-core").is_dir():
-        return "playwright-core not installed; run .ci/system-deps"
-    return None
-
 
 def test_web_page_in_chromium(tmp_path: Path) -> None:
-    missing = _requirements()
+    missing = missing_requirements()
     if missing:
         pytest.skip(missing)
     bundle = make_bundle(tmp_path / "model")
@@ -48,15 +34,7 @@ def test_web_page_in_chromium(tmp_path: Path) -> None:
         shots.mkdir(parents=True, exist_ok=True)
         shot = shots / "web_page.png"
         shot.unlink(missing_ok=True)
-        env = dict(os.environ, SKYFUSE_CHROMIUM=CHROMIUM)
-        run = subprocess.run(
-            ["node", str(HERE / "web_page.mjs"), url, str(image), str(shot), json.dumps(CLASSES)],
-            cwd=HERE,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        run = run_driver("web_page.mjs", url, str(image), str(shot), json.dumps(CLASSES))
         assert run.returncode == 0, run.stdout + run.stderr
         seen = json.loads(run.stdout.strip().splitlines()[-1])
         assert set(seen["labels"]) <= set(CLASSES) and len(seen["labels"]) == 4

@@ -1,37 +1,18 @@
 // Drives the skyfuse web page in Debian's chromium through playwright-core (no browser download).
 // Usage: node web_page.mjs URL IMAGE SCREENSHOT CLASSES_JSON
 // Exit 0 when the page shows the class list, the caption and the top-5 bars for the uploaded image.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { launch } from './chromium.mjs';
 
 const [url, image, screenshot, classesJson] = process.argv.slice(2);
 const classes = JSON.parse(classesJson);
-const executablePath = process.env.SKYFUSE_CHROMIUM || '/usr/bin/chromium';
-const userDataDir = mkdtempSync(join(tmpdir(), 'skyfuse-chromium-'));
 
 function check(cond, message) {
   if (!cond) throw new Error(message);
 }
 
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath,
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-  ],
-  viewport: { width: 1200, height: 900 },
-});
+const { page, close } = await launch({ width: 1200, height: 900 });
 let failed = null;
 try {
-  const page = context.pages()[0] || (await context.newPage());
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.goto(url, { waitUntil: 'load', timeout: 30000 });
@@ -62,8 +43,7 @@ try {
 } catch (e) {
   failed = e;
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }
 if (failed) {
   console.error(String(failed.stack || failed));

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from skyfuse.errors import ConfigError
+from skyfuse.reports.tables import mean_std
 
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
@@ -101,16 +102,6 @@ class RunGroup:
         """The runs' confusion matrices added up (counts; rows = truth)."""
         k = len(self.runs[0].confusion)
         return [[sum(r.confusion[i][j] for r in self.runs) for j in range(k)] for i in range(k)]
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1, 0.0 for a single value, nan for none)."""
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

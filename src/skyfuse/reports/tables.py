@@ -34,12 +34,13 @@ def aggregate(
         row: dict[str, Any] = {key: name, "runs": len(items)}
         for m in metrics:
             values = [float(r[m]) * scale for r in items if r.get(m) is not None]
-            row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(values)
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std(values)
         rows.append(row)
     return rows
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value, nan for none)."""
     if not values:
         return math.nan, math.nan
     mean = sum(values) / len(values)
