@@ -45,6 +45,7 @@ def run_bench_experiment(
     import datetime as dt
 
     import skyfuse
+    from skyfuse.experiments.train import extract_features
     from skyfuse.training import prepare
     from skyfuse.training.bench import run_bench
     from skyfuse.training.runfolder import captions_digest
@@ -54,15 +55,7 @@ def run_bench_experiment(
     assert exp.data.path is not None
     folder = prepare.open_folder(exp.data.path)
     caps = prepare.resolve_captions(folder, exp.data.captions)
-    features = prepare.extract(
-        folder,
-        caps.texts,
-        image_encoder=exp.encoders.image,
-        text_encoder=exp.encoders.text,
-        cache_dir=exp.encoders.cache_dir,
-        views=exp.training.views,
-        show_progress=show_progress,
-    )
+    features = extract_features(exp, folder, caps.texts, show_progress=show_progress)
     if features.skipped:
         warn(f"{len(features.skipped)} image(s) without features are left out")
     digest = captions_digest(caps.texts, features.rels)

@@ -14,6 +14,7 @@ from typing import Any
 from skyfuse.errors import ConfigError
 from skyfuse.experiments.config import (
     CONFIG_FILE,
+    BenchExperiment,
     Recorded,
     TrainExperiment,
     absolute_paths,
@@ -48,6 +49,23 @@ def check_new_run(exp: TrainExperiment, *, force: bool) -> Path:
             f"{exp.out}: holds a finished run (metrics.json); pass --force to retrain or choose another --out"
         )
     return exp.out
+
+
+def extract_features(
+    exp: TrainExperiment | BenchExperiment, folder: Any, texts: Any, *, show_progress: bool
+) -> Any:
+    """The cached token features (every view the recipe asks for) of the experiment's encoders."""
+    from skyfuse.training import prepare
+
+    return prepare.extract(
+        folder,
+        texts,
+        image_encoder=exp.encoders.image,
+        text_encoder=exp.encoders.text,
+        cache_dir=exp.encoders.cache_dir,
+        views=exp.training.views,
+        show_progress=show_progress,
+    )
 
 
 def fusion_settings(exp: TrainExperiment) -> dict[str, Any]:
@@ -188,15 +206,7 @@ def _frozen(
     from skyfuse.training import prepare
     from skyfuse.training.run import run_training
 
-    features = prepare.extract(
-        folder,
-        caps.texts,
-        image_encoder=exp.encoders.image,
-        text_encoder=exp.encoders.text,
-        cache_dir=exp.encoders.cache_dir,
-        views=exp.training.views,
-        show_progress=show_progress,
-    )
+    features = extract_features(exp, folder, caps.texts, show_progress=show_progress)
     split, dropped = prepare.restrict_split(split, set(features.rels))
     line = dropped_warning(dropped, features.skipped)
     if line:
