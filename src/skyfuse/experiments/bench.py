@@ -7,11 +7,10 @@ from typing import Any
 
 from skyfuse.errors import ConfigError
 from skyfuse.experiments.config import (
-    CONFIG_FILE,
     BenchExperiment,
     Recorded,
     absolute_paths,
-    save_experiment,
+    save_run_config,
 )
 
 RunHook = Callable[[dict[str, Any]], None]
@@ -19,14 +18,11 @@ RunHook = Callable[[dict[str, Any]], None]
 
 def check_bench(exp: BenchExperiment) -> None:
     """One-line errors before minutes of feature extraction are spent."""
-    from skyfuse.models import list_models
+    from skyfuse.experiments.train import check_model_names
     from skyfuse.training.loop import check_logger
 
     check_logger(exp.training.logger)
-    known = list_models()
-    for name in exp.models:
-        if name.lower() not in known:
-            raise ConfigError(f"--model {name}: unknown; use one of {', '.join(known)}")
+    check_model_names(exp.models)
     if exp.data.path is None:
         raise ConfigError("no scene folder: give PATH or set data.path in the config")
     if exp.data.protocol is None and exp.data.train_ratio is None:
@@ -42,9 +38,6 @@ def run_bench_experiment(
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
     """The bench table (mean ± std per model, percent); with ``exp.out`` also its files and config.yaml."""
-    import datetime as dt
-
-    import skyfuse
     from skyfuse.experiments.train import extract_features
     from skyfuse.training import prepare
     from skyfuse.training.bench import run_bench
@@ -83,14 +76,11 @@ def run_bench_experiment(
         force=force,
     )
     if exp.out is not None:
-        stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
         seen = Recorded(
-            version=skyfuse.__version__,
-            written=stamp,
             captions_digest=digest,
             image_encoder_id=features.image_encoder_id,
             text_encoder_id=features.text_encoder_id,
             caption_source=caps.provenance,
         )
-        save_experiment(exp.model_copy(update={"recorded": seen}), exp.out / CONFIG_FILE)
+        save_run_config(exp, exp.out, seen)
     return table

@@ -328,6 +328,18 @@ def save_experiment(exp: Experiment, path: Path) -> Path:
     return path
 
 
+def save_run_config(exp: Experiment, out: Path, seen: Recorded) -> Path:
+    """``OUT/config.yaml`` of a finished run: ``exp`` with what the run saw as its ``recorded``
+    section, stamped with the skyfuse version and the time."""
+    import datetime as dt
+
+    import skyfuse
+
+    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    recorded = seen.model_copy(update={"version": skyfuse.__version__, "written": stamp})
+    return save_experiment(exp.model_copy(update={"recorded": recorded}), out / CONFIG_FILE)
+
+
 def recorded_differences(exp: Experiment, seen: Recorded) -> list[str]:
     """What a rerun sees differently from what its config recorded (digests and encoder ids)."""
     if exp.recorded is None:

@@ -94,6 +94,7 @@ def evaluate_bundle(
     """OA, AA, kappa, per-class scores and confusion of a bundle on ``part`` of ``path``'s split
     (default: the run's own split.json and captions); with ``out`` also metrics.json, report.md and
     confusion.png/json."""
+    from skyfuse.experiments.train import dropped_warning
     from skyfuse.inference.loading import resolve_model_dir
     from skyfuse.training import prepare
     from skyfuse.training.bundle import load_bundle
@@ -115,9 +116,9 @@ def evaluate_bundle(
     features = _features(bundle, model_dir, folder, caps.texts, cache_dir)
     have = set(features.rels)
     dropped = [r for r in rels if r not in have]
-    if dropped:
-        why = features.skipped.get(dropped[0], "no features")
-        warn(f"{len(dropped)} image(s) of the split left out, e.g. {dropped[0]}: {why}")
+    line = dropped_warning(dropped, features.skipped)
+    if line:
+        warn(line)
     if not len(dropped) < len(rels):
         raise ConfigError(
             f"{path}: none of the {len(rels)} image(s) of --part {part} has a caption or features; pass the --captions the model was trained with"

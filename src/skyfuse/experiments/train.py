@@ -6,7 +6,6 @@ and ``run_train(build_experiment(TrainExperiment, config_file=...))`` are the sa
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from skyfuse.experiments.config import (
     absolute_paths,
     recorded_differences,
     save_experiment,
+    save_run_config,
 )
 from skyfuse.training.fit import EpochHook
 
@@ -30,15 +30,21 @@ def _ignore(message: str) -> None:
     return None
 
 
-def check_new_run(exp: TrainExperiment, *, force: bool) -> Path:
-    """The output folder, or a one-line error before minutes of feature extraction are spent."""
+def check_model_names(names: list[str]) -> None:
+    """A one-line error naming the registered models for a name that is none of them (any case)."""
     from skyfuse.models import list_models
+
+    known = list_models()
+    for name in names:
+        if name.lower() not in known:
+            raise ConfigError(f"--model {name}: unknown; use one of {', '.join(known)}")
+
+
+def check_new_run(exp: TrainExperiment, *, force: bool) -> None:
+    """One-line errors before minutes of feature extraction are spent."""
     from skyfuse.training.loop import check_logger
 
-    if exp.model.name.lower() not in list_models():
-        raise ConfigError(
-            f"--model {exp.model.name}: unknown; use one of {', '.join(list_models())}"
-        )
+    check_model_names([exp.model.name])
     if exp.data.path is None:
         raise ConfigError("no scene folder: give PATH or set data.path in the config")
     if exp.out is None:
@@ -48,7 +54,6 @@ def check_new_run(exp: TrainExperiment, *, force: bool) -> Path:
         raise ConfigError(
             f"{exp.out}: holds a finished run (metrics.json); pass --force to retrain or choose another --out"
         )
-    return exp.out
 
 
 def extract_features(
@@ -81,25 +86,16 @@ def dropped_warning(dropped: list[str], skipped: dict[str, str]) -> str | None:
     return f"{len(dropped)} image(s) of the split left out, e.g. {dropped[0]}: {why}"
 
 
-def record_of(exp: TrainExperiment, seen: Recorded) -> TrainExperiment:
-    """``exp`` with what this run saw as its ``recorded`` section (version, digests, encoder ids)."""
-    import skyfuse
-
-    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    update = {"version": skyfuse.__version__, "written": stamp}
-    return exp.model_copy(update={"recorded": seen.model_copy(update=update)})
-
-
-def write_config(exp: TrainExperiment, out: Path, *, first: bool) -> None:
-    """DIR/config.yaml; at the start only into a folder without another run's files (``first``)."""
+def write_first_config(exp: TrainExperiment, out: Path) -> None:
+    """DIR/config.yaml before training, so a running or killed run says what it is; only into a
+    folder without another run's files (a run to resume, or another run: `open_run` decides, and
+    the end of the run rewrites it with its ``recorded`` section)."""
     from skyfuse.training.distributed import is_rank_zero
 
-    if not is_rank_zero():
+    if not is_rank_zero() or (out / "run.json").exists() or (out / CONFIG_FILE).exists():
         return
-    if first and ((out / "run.json").exists() or (out / CONFIG_FILE).exists()):
-        return  # a run to resume, or another run: `open_run` decides; the end rewrites it
     out.mkdir(parents=True, exist_ok=True)
-    save_experiment(exp, out / CONFIG_FILE)
+    save_experiment(exp.model_copy(update={"recorded": None}), out / CONFIG_FILE)
 
 
 def run_train(
@@ -112,13 +108,14 @@ def run_train(
 ) -> dict[str, Any]:
     """Train, test once, and write the run folder, ``config.yaml`` included; returns metrics.json's dict."""
     from skyfuse.training import prepare
+    from skyfuse.training.distributed import is_rank_zero
     from skyfuse.training.runfolder import captions_digest, split_digest
 
-    out = check_new_run(exp, force=force)
+    check_new_run(exp, force=force)
     exp = absolute_paths(exp)
-    out = exp.out or out
-    assert exp.data.path is not None
-    folder = prepare.open_folder(exp.data.path)
+    out, path = exp.out, exp.data.path
+    assert out is not None and path is not None
+    folder = prepare.open_folder(path)
     split = prepare.resolve_split(
         folder,
         split_file=exp.data.split,
@@ -137,7 +134,7 @@ def run_train(
     for difference in recorded_differences(exp, seen):
         warn(f"this run differs from the config's recorded run: {difference}")
     if not force:
-        write_config(exp.model_copy(update={"recorded": None}), out, first=True)
+        write_first_config(exp, out)
     if exp.training.finetune:
         result = _finetune(exp, folder, split, caps, force=force, on_epoch=on_epoch)
     else:
@@ -156,7 +153,8 @@ def run_train(
     seen = seen.model_copy(
         update={"image_encoder_id": enc.get("image"), "text_encoder_id": enc.get("text")}
     )
-    write_config(record_of(exp, seen), out, first=False)
+    if is_rank_zero():
+        save_run_config(exp, out, seen)
     return result
 
 

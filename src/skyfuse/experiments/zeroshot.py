@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from skyfuse.errors import BadInputError, ConfigError
 from skyfuse.experiments.config import (
-    CONFIG_FILE,
     Recorded,
     ZeroShotExperiment,
     absolute_paths,
-    save_experiment,
+    save_run_config,
 )
 
 Log = Callable[[str], None]
@@ -41,11 +39,10 @@ def run_zeroshot_experiment(
     exp: ZeroShotExperiment, *, log: Log | None = None, show_progress: bool = True
 ) -> dict[str, Any]:
     """The protocol's metrics (also DIR/metrics.json, metrics.md, folds/, model/ and config.yaml)."""
-    import skyfuse
     from skyfuse.captioning import load_captions
     from skyfuse.captioning.provenance import source_of_file
     from skyfuse.data.folder import SceneFolder
-    from skyfuse.training.runfolder import digest
+    from skyfuse.training.runfolder import captions_digest
     from skyfuse.zeroshot.checks import check_fusion_settings, check_out_dir
     from skyfuse.zeroshot.classes import load_class_file
     from skyfuse.zeroshot.protocol import ZeroShotSettings, run_zeroshot
@@ -105,12 +102,6 @@ def run_zeroshot_experiment(
         show_progress=show_progress,
         caption_source=source,
     )
-    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    seen = Recorded(
-        version=skyfuse.__version__,
-        written=stamp,
-        captions_digest=digest(dict(sorted(caps.items()))),
-        caption_source=source,
-    )
-    save_experiment(exp.model_copy(update={"recorded": seen}), exp.out / CONFIG_FILE)
+    seen = Recorded(captions_digest=captions_digest(caps, caps.keys()), caption_source=source)
+    save_run_config(exp, exp.out, seen)
     return metrics

@@ -273,7 +273,7 @@ def read_run(run_dir: Path, *, name: str | None = None) -> RunRecord:
         kappa=float(test["kappa"]),
         f1=[float((per_class.get(c) or {}).get("f1", math.nan)) for c in classes],
         confusion=[[int(v) for v in row] for row in test["confusion"]],
-        settings=_settings(run_dir, metrics, fingerprint),
+        settings=_settings(run_dir, metrics, fingerprint, model, seed),
         curves=curves,
         chosen_epoch=chosen,
         refit_curves=refit,
@@ -304,7 +304,11 @@ def _model_and_seed(
 
 
 def _settings(
-    run_dir: Path, metrics: Mapping[str, Any], fingerprint: Mapping[str, Any]
+    run_dir: Path,
+    metrics: Mapping[str, Any],
+    fingerprint: Mapping[str, Any],
+    model: str,
+    seed: int | None,
 ) -> dict[str, Any]:
     doc = _read_yaml(run_dir / CONFIG_FILE)
     if doc is not None:
@@ -312,7 +316,6 @@ def _settings(
         return flatten(doc)
     bench_doc = _read_yaml(run_dir.parent.parent / CONFIG_FILE)
     if bench_doc is not None and run_dir.parent.name == "runs" and bench_doc.get("kind") == "bench":
-        model, seed = _model_and_seed(run_dir, metrics, fingerprint)
         return flatten(bench_run_config(bench_doc, model, seed))
     picked = {k: metrics[k] for k in SETTING_KEYS if k in metrics}
     if not picked and fingerprint:  # a bench probe records its settings only in run.json
